@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs what the firmware checks need on a fresh Debian 12 (bookworm) machine
+# that already has rustup with the stable (1.95.0) and nightly toolchains:
+#   - qemu-user-static from bookworm-backports (bookworm's qemu 7.2 conflicts
+#     with the qemu-utils 10 some images carry), the runner for aarch64 tests;
+#   - armhf musl headers/libc and the armhf cross gcc, for the armv7 build
+#     (its musl std is not downloadable, so nightly -Z build-std builds it);
+#   - file (binary checks) and systemd (systemd-analyze);
+#   - rustup targets and components.
+# Idempotent: safe to run again; it only adds what is missing.
+set -euo pipefail
+
+log() { printf '[install-firmware-deps] %s\n' "$*"; }
+# Other jobs may hold the dpkg lock; wait for it instead of failing.
+APT=(apt-get -y -q -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+export DEBIAN_FRONTEND=noninteractive
+
+need_update=0
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    log "adding bookworm-backports apt source"
+    cat > /etc/apt/sources.list.d/bookworm-backports.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    need_update=1
+fi
+if ! dpkg --print-foreign-architectures | grep -qx armhf; then
+    log "adding dpkg architecture armhf"
+    dpkg --add-architecture armhf
+    need_update=1
+fi
+stamp=/var/lib/apt/periodic/update-success-stamp
+if [ "$need_update" = 1 ] || ! ls /var/lib/apt/lists/*bookworm-backports*Packages* >/dev/null 2>&1 \
+    || ! ls /var/lib/apt/lists/*binary-armhf_Packages* >/dev/null 2>&1; then
+    log "apt-get update"
+    # A mirror mid-sync can fail one index (seen: bookworm-security armhf);
+    # retry, then go on with what was fetched: install below fails loudly if
+    # something we need is really missing.
+    for try in 1 2 3; do
+        "${APT[@]}" update && break
+        log "apt-get update failed (try $try)"; sleep 5
+    done
+fi
+
+missing=()
+pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+for p in file systemd binutils gcc-arm-linux-gnueabihf libc6-dev-armhf-cross musl-dev:armhf; do
+    pkg_installed "$p" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    "${APT[@]}" install --no-install-recommends "${missing[@]}"
+fi
+if ! pkg_installed qemu-user-static; then
+    log "installing qemu-user-static from bookworm-backports"
+    "${APT[@]}" install --no-install-recommends -t bookworm-backports qemu-user-static
+fi
+
+# The pinned toolchain (rust-toolchain.toml) gets the aarch64 musl std; the armv7
+# build uses nightly with rust-src (-Z build-std).
+PIN=1.95.0
+rustup toolchain list | grep -q "^$PIN" || rustup toolchain install --profile minimal "$PIN"
+rustup target list --toolchain "$PIN" --installed | grep -qx aarch64-unknown-linux-musl \
+    || rustup target add --toolchain "$PIN" aarch64-unknown-linux-musl
+rustup component list --toolchain "$PIN" --installed | grep -q '^llvm-tools' \
+    || rustup component add --toolchain "$PIN" llvm-tools || log "llvm-tools unavailable (optional)"
+if rustup toolchain list | grep -q '^nightly'; then
+    rustup component list --toolchain nightly --installed | grep -q '^rust-src' \
+        || rustup component add --toolchain nightly rust-src
+else
+    log "WARNING: no nightly toolchain: the armv7 build will be skipped"
+fi
+
+log "qemu: $(qemu-aarch64-static --version 2>/dev/null | head -n1 || echo missing)"
+log "done"

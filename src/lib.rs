@@ -1,0 +1,10 @@
+//! stratum-proxy: a transparent Stratum relay for mining-farm gateways.
+//!
+//! The relay core (`stratum`, `relay`) forwards every byte unchanged and
+//! reports what it saw to an observer; everything else (metrics, HTTP,
+//! configuration, logging) sits outside it and is wired in `main.rs`.
+#![forbid(unsafe_code)]
+
+pub mod stratum;
+pub mod relay;
+pub mod sim;
