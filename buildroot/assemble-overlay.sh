@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Assembles the stratum-proxy rootfs overlay for a gateway image:
+#
+#   DIR/usr/bin/stratum-proxy                          the static binary
+#   DIR/usr/lib/systemd/system/stratum-proxy.service   the hardened unit
+#   DIR/usr/lib/sysusers.d/stratum-proxy.conf          its system user
+#   DIR/etc/stratum-proxy/config.json                  default config (edit: pool)
+#   DIR/etc/systemd/system/multi-user.target.wants/stratum-proxy.service
+#                                                       enables the unit
+#
+# and DIR.tar.gz with the same tree (owned by root). Point buildroot's
+# BR2_ROOTFS_OVERLAY at DIR, or unpack the tarball at / on a running gateway
+# (then: systemd-sysusers; systemctl daemon-reload; systemctl start stratum-proxy).
+#
+# Usage: buildroot/assemble-overlay.sh --binary PATH --out DIR [--config FILE]
+set -euo pipefail
+
+usage() {
+    echo "usage: $0 --binary PATH --out DIR [--config FILE]" >&2
+    exit 2
+}
+
+here=$(cd "$(dirname "$0")" && pwd)
+systemd_dir="$here/../systemd"
+binary= out= config="$systemd_dir/config.json"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --binary) [ $# -ge 2 ] || usage; binary=$2; shift 2 ;;
+        --out) [ $# -ge 2 ] || usage; out=$2; shift 2 ;;
+        --config) [ $# -ge 2 ] || usage; config=$2; shift 2 ;;
+        -h|--help) usage ;;
+        *) echo "unknown argument: $1" >&2; usage ;;
+    esac
+done
+[ -n "$binary" ] && [ -n "$out" ] || usage
+[ -f "$binary" ] || { echo "no such binary: $binary" >&2; exit 1; }
+[ -f "$config" ] || { echo "no such config: $config" >&2; exit 1; }
+out=${out%/}
+[ -n "$out" ] && [ "$(realpath -m "$out")" != / ] || { echo "refusing to use / as --out" >&2; exit 1; }
+
+# The gateway has no dynamic loader for us: refuse anything but a static ELF.
+if command -v file >/dev/null; then
+    desc=$(file -bL "$binary")
+    case "$desc" in
+        ELF*executable*static*) ;;
+        *) echo "not a static ELF executable: $binary ($desc)" >&2; exit 1 ;;
+    esac
+fi
+
+# Files are (re)installed over an existing DIR; nothing else in it is touched.
+install -D -m 0755 "$binary" "$out/usr/bin/stratum-proxy"
+install -D -m 0644 "$systemd_dir/stratum-proxy.service" "$out/usr/lib/systemd/system/stratum-proxy.service"
+install -D -m 0644 "$systemd_dir/stratum-proxy.sysusers" "$out/usr/lib/sysusers.d/stratum-proxy.conf"
+# 0644: the shipped default holds no secret. An operator who adds pool
+# credentials makes it root:stratum-proxy 0640.
+install -D -m 0644 "$config" "$out/etc/stratum-proxy/config.json"
+# Enable it the way `systemctl enable` does (an overlay is copied after
+# buildroot's preset-all and may be unpacked onto a system that never runs
+# presets again, so a preset file would not be enough).
+mkdir -p "$out/etc/systemd/system/multi-user.target.wants"
+ln -sfn /usr/lib/systemd/system/stratum-proxy.service \
+    "$out/etc/systemd/system/multi-user.target.wants/stratum-proxy.service"
+
+tar --owner=0 --group=0 --numeric-owner --sort=name -C "$out" -czf "$out.tar.gz" .
+echo "overlay: $out"
+echo "tarball: $out.tar.gz ($(stat -c %s "$out.tar.gz") bytes)"
