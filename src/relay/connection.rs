@@ -1,0 +1,472 @@
+//! One miner connection relayed 1:1 to one pool connection.
+//!
+//! Both directions run in one task over `Async<TcpStream>` readiness, not
+//! two copy loops: a connection owns no read buffer. Every read goes into a
+//! per-thread buffer, is written straight to the other socket, and only what
+//! the other socket did not take is kept (and reading that way pauses until
+//! it drains). The line framer keeps only an unfinished line. So an idle
+//! connection holds two sockets, two small framers and its observer state.
+//!
+//! Readiness is used sparingly because every wait costs a re-arm: after a
+//! short read the socket is not read again until the reactor says so, and
+//! timeouts are checked lazily against a timestamp, with deadlines rounded to
+//! whole seconds so that many connections share one timer wakeup.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use smol::{Async, Timer};
+
+use super::event::{CloseReason, ConnectionInfo, Direction, Event, Observer, UpstreamFailure};
+use super::server::{Limits, Upstream};
+use crate::stratum::{Frame, Kind, LineFramer, Message, ParseFailure};
+
+/// Size of the per-thread read buffer, in bytes.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long a half-closed connection waits for the other side to close too.
+pub const HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// The one read buffer of this executor thread, shared by all its connections.
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice());
+}
+
+/// Relays one accepted miner connection until it ends; reports to `observer`.
+pub(crate) async fn serve<O: Observer>(
+    miner: Arc<Async<TcpStream>>,
+    info: ConnectionInfo,
+    upstream: &Upstream,
+    limits: &Limits,
+    observer: &O,
+) {
+    let mut conn = ObservedConnection {
+        observer,
+        state: Some(observer.accepted(&info)),
+        accepted_at: info.accepted_at,
+        bytes: [0, 0],
+        closed: false,
+    };
+    let _ = miner.get_ref().set_nodelay(true);
+
+    let started = Instant::now();
+    let pool = match connect(upstream, limits.connect_timeout).await {
+        Ok((pool, addr)) => {
+            conn.emit(Event::UpstreamConnected {
+                addr,
+                latency: started.elapsed(),
+            });
+            pool
+        }
+        Err((failure, error)) => {
+            conn.emit(Event::UpstreamFailed {
+                failure,
+                latency: started.elapsed(),
+                error: &error,
+            });
+            conn.close(CloseReason::UpstreamFailed(failure));
+            return;
+        }
+    };
+    let _ = pool.get_ref().set_nodelay(true);
+
+    let relay = Relay {
+        sockets: [miner, Arc::new(pool)],
+        pipes: [Pipe::default(), Pipe::default()],
+        timer: Timer::never(),
+        timer_at: None,
+        limits,
+        last_miner_read: Instant::now(),
+        handshake_done: false,
+        half_closed_at: None,
+        first_eof: None,
+        conn: &mut conn,
+    };
+    let reason = relay.await;
+    conn.close(reason);
+}
+
+/// Opens the upstream connection within `timeout`.
+async fn connect(
+    upstream: &Upstream,
+    timeout: Duration,
+) -> Result<(Async<TcpStream>, SocketAddr), (UpstreamFailure, io::Error)> {
+    let attempt = async {
+        let addrs = upstream.resolve().await?;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for pool host");
+        for addr in addrs {
+            match Async::<TcpStream>::connect(addr).await {
+                Ok(stream) => return Ok((stream, addr)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    let timed_out = async {
+        Timer::after(timeout).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no connection within {timeout:?}"),
+        ))
+    };
+    smol::future::or(attempt, timed_out).await.map_err(|e| {
+        let failure = match e.kind() {
+            io::ErrorKind::TimedOut => UpstreamFailure::Timeout,
+            io::ErrorKind::ConnectionRefused => UpstreamFailure::Refused,
+            _ => UpstreamFailure::Other,
+        };
+        (failure, e)
+    })
+}
+
+/// The observer's per-connection state plus what `Closed` needs.
+struct ObservedConnection<'o, O: Observer> {
+    observer: &'o O,
+    state: Option<O::Connection>,
+    accepted_at: Instant,
+    /// Bytes relayed, indexed by direction (miner→pool, pool→miner).
+    bytes: [u64; 2],
+    closed: bool,
+}
+
+impl<O: Observer> ObservedConnection<'_, O> {
+    #[inline]
+    fn emit(&mut self, event: Event<'_>) {
+        if let Some(state) = self.state.as_mut() {
+            self.observer.event(state, event);
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.emit(Event::Closed {
+            duration: self.accepted_at.elapsed(),
+            miner_to_pool_bytes: self.bytes[0],
+            pool_to_miner_bytes: self.bytes[1],
+            reason,
+        });
+        self.state = None;
+    }
+}
+
+impl<O: Observer> Drop for ObservedConnection<'_, O> {
+    /// A task dropped mid-relay (the executor shut down after the grace
+    /// period) still reports its close.
+    fn drop(&mut self) {
+        self.close(CloseReason::Shutdown);
+    }
+}
+
+/// One direction's state.
+#[derive(Default)]
+struct Pipe {
+    framer: LineFramer,
+    /// Bytes read but not yet taken by the destination socket.
+    unsent: Vec<u8>,
+    /// How much of `unsent` was written already.
+    unsent_from: usize,
+    /// The source may have more to read without waiting for readiness.
+    maybe_readable: bool,
+    /// The source reached end of stream.
+    eof: bool,
+    /// The destination's write side was shut down after `eof`.
+    shut: bool,
+}
+
+/// The relay future: resolves with why the connection ended.
+struct Relay<'c, 'o, O: Observer> {
+    /// [miner, pool].
+    sockets: [Arc<Async<TcpStream>>; 2],
+    /// Indexed by direction: [miner→pool, pool→miner].
+    pipes: [Pipe; 2],
+    timer: Timer,
+    timer_at: Option<Instant>,
+    limits: &'c Limits,
+    last_miner_read: Instant,
+    handshake_done: bool,
+    half_closed_at: Option<Instant>,
+    first_eof: Option<CloseReason>,
+    conn: &'c mut ObservedConnection<'o, O>,
+}
+
+const DIRECTIONS: [Direction; 2] = [Direction::MinerToPool, Direction::PoolToMiner];
+
+/// Index of a direction in `pipes` and of its source in `sockets`.
+#[inline]
+const fn index(direction: Direction) -> usize {
+    match direction {
+        Direction::MinerToPool => 0,
+        Direction::PoolToMiner => 1,
+    }
+}
+
+/// The close reason for an I/O error on the socket at `socket` index.
+fn error_on(socket: usize, error: &io::Error) -> CloseReason {
+    if socket == 0 {
+        CloseReason::MinerError(error.kind())
+    } else {
+        CloseReason::PoolError(error.kind())
+    }
+}
+
+impl<O: Observer> Relay<'_, '_, O> {
+    /// Moves bytes one way until neither side can make progress now.
+    fn pump(&mut self, direction: Direction, cx: &mut Context<'_>) -> Result<(), CloseReason> {
+        let d = index(direction);
+        let (src, dst) = (d, 1 - d);
+        loop {
+            if !self.flush(direction, cx)? {
+                return Ok(()); // Destination full: stop reading (backpressure).
+            }
+            let pipe = &mut self.pipes[d];
+            if pipe.eof {
+                if !pipe.shut {
+                    pipe.shut = true;
+                    // Propagate the FIN; the other side may still answer.
+                    let _ = self.sockets[dst].get_ref().shutdown(Shutdown::Write);
+                }
+                return Ok(());
+            }
+            if !pipe.maybe_readable {
+                match self.sockets[src].poll_readable(cx) {
+                    Poll::Pending => return Ok(()),
+                    Poll::Ready(Err(e)) => return Err(error_on(src, &e)),
+                    Poll::Ready(Ok(())) => pipe.maybe_readable = true,
+                }
+            }
+            let read = READ_BUFFER.with(|buffer| {
+                let mut buffer = buffer.borrow_mut();
+                let result = self.sockets[src].get_ref().read(&mut buffer);
+                match result {
+                    Ok(0) => Ok(0),
+                    Ok(n) => {
+                        self.forward(direction, &buffer[..n])?;
+                        self.observe(direction, &buffer[..n]);
+                        Ok(n)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.pipes[d].maybe_readable = false;
+                        Ok(usize::MAX)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(usize::MAX),
+                    Err(e) => Err(error_on(src, &e)),
+                }
+            })?;
+            match read {
+                0 => {
+                    self.pipes[d].eof = true;
+                    if self.first_eof.is_none() {
+                        self.first_eof = Some(if d == 0 {
+                            CloseReason::MinerClosed
+                        } else {
+                            CloseReason::PoolClosed
+                        });
+                        self.half_closed_at = Some(Instant::now());
+                    }
+                }
+                usize::MAX => {}
+                n => {
+                    if d == 0 {
+                        self.last_miner_read = Instant::now();
+                    }
+                    // A short read drained the socket: wait for readiness
+                    // instead of a read that would only say EAGAIN.
+                    if n < READ_BUFFER_BYTES {
+                        self.pipes[d].maybe_readable = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `bytes` to the destination; keeps what it does not take.
+    fn forward(&mut self, direction: Direction, bytes: &[u8]) -> Result<(), CloseReason> {
+        let d = index(direction);
+        let dst = 1 - d;
+        let written = match self.sockets[dst].get_ref().write(bytes) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                0
+            }
+            Err(e) => return Err(error_on(dst, &e)),
+        };
+        if written > 0 {
+            self.relayed(direction, written);
+        }
+        if written < bytes.len() {
+            self.pipes[d].unsent.extend_from_slice(&bytes[written..]);
+        }
+        Ok(())
+    }
+
+    /// Writes what is left in `unsent`; true once nothing is left.
+    fn flush(&mut self, direction: Direction, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
+        let d = index(direction);
+        let dst = 1 - d;
+        loop {
+            let pipe = &mut self.pipes[d];
+            if pipe.unsent_from == pipe.unsent.len() {
+                if !pipe.unsent.is_empty() {
+                    // Give the buffer back: it exists only while a peer is slow.
+                    pipe.unsent = Vec::new();
+                    pipe.unsent_from = 0;
+                }
+                return Ok(true);
+            }
+            match self.sockets[dst].get_ref().write(&pipe.unsent[pipe.unsent_from..]) {
+                Ok(n) => {
+                    pipe.unsent_from += n;
+                    self.relayed(direction, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.sockets[dst].poll_writable(cx) {
+                        Poll::Pending => return Ok(false),
+                        Poll::Ready(Err(e)) => return Err(error_on(dst, &e)),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                }
+                Err(e) => return Err(error_on(dst, &e)),
+            }
+        }
+    }
+
+    #[inline]
+    fn relayed(&mut self, direction: Direction, bytes: usize) {
+        self.conn.bytes[index(direction)] += bytes as u64;
+        self.conn.emit(Event::Relayed { direction, bytes });
+    }
+
+    /// Frames the bytes just forwarded and reports every line.
+    fn observe(&mut self, direction: Direction, bytes: &[u8]) {
+        let d = index(direction);
+        let conn = &mut *self.conn;
+        let mut lines = false;
+        self.pipes[d].framer.push(bytes, |frame| {
+            lines = true;
+            report(conn, direction, frame);
+        });
+        if lines && d == 0 {
+            self.handshake_done = true;
+        }
+    }
+
+    /// The earliest moment a timeout could fire, and which.
+    fn next_deadline(&self) -> (Instant, CloseReason) {
+        let idle = (
+            self.last_miner_read + self.limits.idle_timeout,
+            CloseReason::IdleTimeout,
+        );
+        let mut next = idle;
+        if !self.handshake_done {
+            let handshake = (
+                self.conn.accepted_at + self.limits.handshake_timeout,
+                CloseReason::HandshakeTimeout,
+            );
+            if handshake.0 < next.0 {
+                next = handshake;
+            }
+        }
+        if let Some(at) = self.half_closed_at {
+            let half = (at + HALF_CLOSE_TIMEOUT, CloseReason::HalfCloseTimeout);
+            if half.0 < next.0 {
+                next = half;
+            }
+        }
+        next
+    }
+
+    /// Checks timeouts; arms the shared-second timer for the next one.
+    fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        loop {
+            let (deadline, reason) = self.next_deadline();
+            let wake_at = round_up_to_second(deadline);
+            if self.timer_at != Some(wake_at) {
+                self.timer.set_at(wake_at);
+                self.timer_at = Some(wake_at);
+            }
+            match Pin::new(&mut self.timer).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(_) => {
+                    self.timer_at = None;
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(reason);
+                    }
+                    // Activity moved the deadline on: re-arm for the new one.
+                }
+            }
+        }
+    }
+}
+
+/// Reports one framed line to the observer.
+fn report<O: Observer>(
+    conn: &mut ObservedConnection<'_, O>,
+    direction: Direction,
+    frame: Frame<'_>,
+) {
+    match frame {
+        Frame::Overlong(line_bytes) => conn.emit(Event::ParseFailed {
+            direction,
+            failure: ParseFailure::TooLong,
+            line_bytes,
+        }),
+        Frame::Line(line) => match Message::parse(line) {
+            Ok(message) => {
+                let message = &message;
+                conn.emit(match message.kind() {
+                    Kind::Request => Event::Request { direction, message },
+                    Kind::Response => Event::Response { direction, message },
+                    Kind::Notification => Event::Notification { direction, message },
+                })
+            }
+            Err(failure) => conn.emit(Event::ParseFailed {
+                direction,
+                failure,
+                line_bytes: line.len(),
+            }),
+        },
+    }
+}
+
+impl<O: Observer> Future for Relay<'_, '_, O> {
+    type Output = CloseReason;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let this = self.get_mut();
+        for direction in DIRECTIONS {
+            if let Err(reason) = this.pump(direction, cx) {
+                return Poll::Ready(reason);
+            }
+        }
+        let done = |p: &Pipe| p.eof && p.shut;
+        if done(&this.pipes[0]) && done(&this.pipes[1]) {
+            return Poll::Ready(this.first_eof.unwrap_or(CloseReason::MinerClosed));
+        }
+        this.poll_deadlines(cx)
+    }
+}
+
+/// Rounds `deadline` up to the next whole second since process start, so
+/// that connections whose deadlines fall in the same second share a wakeup.
+fn round_up_to_second(deadline: Instant) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let since = deadline.saturating_duration_since(epoch);
+    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    epoch + Duration::from_secs(secs)
+}

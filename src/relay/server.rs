@@ -1,0 +1,341 @@
+//! The listener: accepts miners, applies the connection limits and spawns one
+//! relay task per miner on the executor it is given.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_net::TcpListener;
+use smol::{Async, Executor, Timer};
+
+use super::connection;
+use super::event::{ConnectionInfo, Observer, RefuseReason};
+
+/// Default cap on concurrently relayed miners.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default new-connection rate, per second (token bucket refill).
+pub const DEFAULT_ACCEPT_RATE_PER_SECOND: f64 = 500.0;
+/// Default new-connection burst (token bucket size).
+pub const DEFAULT_ACCEPT_BURST: u32 = 1_000;
+/// Default time allowed to open the upstream connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time without a byte from the miner before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+/// Default time for the miner's first complete line (slowloris guard).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shortest pause after a failed `accept` (EMFILE and friends).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause after repeated failed `accept`s.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The relay's limits; see the `DEFAULT_*` constants.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most miners relayed at once; one more is closed at once and counted.
+    pub max_connections: usize,
+    /// Token bucket refill rate for new connections, per second.
+    pub accept_rate_per_second: f64,
+    /// Token bucket size: connections accepted in a burst.
+    pub accept_burst: u32,
+    /// Time allowed to open the upstream connection.
+    pub connect_timeout: Duration,
+    /// Time without a byte from the miner before it is closed.
+    pub idle_timeout: Duration,
+    /// Time for the miner's first complete line.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            accept_rate_per_second: DEFAULT_ACCEPT_RATE_PER_SECOND,
+            accept_burst: DEFAULT_ACCEPT_BURST,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// The pool, as configured: a host name or IP, and a port. Names are
+/// resolved for every new connection so a pool can move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Upstream {
+    /// Creates an upstream from host and port.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Upstream {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// `host:port` (IPv6 in brackets), the `pool_host` label.
+    pub fn label(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The addresses to try, in order.
+    pub async fn resolve(&self) -> io::Result<Vec<SocketAddr>> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        async_net::resolve((host, self.port)).await
+    }
+}
+
+impl From<SocketAddr> for Upstream {
+    fn from(addr: SocketAddr) -> Self {
+        Upstream::new(addr.ip().to_string(), addr.port())
+    }
+}
+
+/// What the listener and its tasks share.
+struct Shared<O> {
+    upstream: Upstream,
+    limits: Limits,
+    observer: Arc<O>,
+    active: Arc<AtomicUsize>,
+    next_id: AtomicU64,
+}
+
+/// A cheap handle to read the relay's live state from other threads.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    active: Arc<AtomicUsize>,
+    local_addr: SocketAddr,
+}
+
+impl ServerHandle {
+    /// Miner connections open now.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+/// A bound listener, ready to [`run`](Server::run).
+pub struct Server<O: Observer> {
+    listener: TcpListener,
+    shared: Arc<Shared<O>>,
+    handle: ServerHandle,
+}
+
+impl<O: Observer> Server<O> {
+    /// Binds the listener (port 0 picks a free port; see [`Server::local_addr`]).
+    pub async fn bind(
+        listen: SocketAddr,
+        upstream: Upstream,
+        limits: Limits,
+        observer: Arc<O>,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let active = Arc::new(AtomicUsize::new(0));
+        let handle = ServerHandle {
+            active: active.clone(),
+            local_addr: listener.local_addr()?,
+        };
+        Ok(Server {
+            listener,
+            shared: Arc::new(Shared {
+                upstream,
+                limits,
+                observer,
+                active,
+                next_id: AtomicU64::new(1),
+            }),
+            handle,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr
+    }
+
+    /// A handle for live state (active connections).
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Accepts and relays miners on `executor` until `stop` completes, then
+    /// stops accepting and returns. Relays already open keep running on the
+    /// executor; dropping the executor closes them.
+    pub async fn run(self, executor: Arc<Executor<'static>>, stop: impl Future<Output = ()>) {
+        // The accept loop is its own task: as the caller's future it would be
+        // re-polled (an accept4 and a re-arm) on every executor wakeup.
+        let accept = executor.spawn(accept_loop(self.listener, self.shared, executor.clone()));
+        stop.await;
+        let _ = accept.cancel().await;
+    }
+}
+
+/// Accepts miners forever, applying `max_connections` and the rate limit.
+async fn accept_loop<O: Observer>(
+    listener: TcpListener,
+    shared: Arc<Shared<O>>,
+    executor: Arc<Executor<'static>>,
+) {
+    let mut bucket = TokenBucket::new(
+        shared.limits.accept_rate_per_second,
+        shared.limits.accept_burst,
+    );
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                accepted
+            }
+            Err(e) if is_transient_accept_error(&e) => continue,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning;
+                // the pending miner stays in the backlog until we can take it.
+                shared.observer.accept_failed(&e);
+                Timer::after(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        if shared.active.load(Ordering::Relaxed) >= shared.limits.max_connections {
+            drop(stream);
+            shared.observer.refused(peer, RefuseReason::MaxConnections);
+            continue;
+        }
+        if !bucket.take(Instant::now()) {
+            drop(stream);
+            shared.observer.refused(peer, RefuseReason::RateLimit);
+            continue;
+        }
+        let stream: Arc<Async<TcpStream>> = stream.into();
+        let guard = ActiveGuard::new(&shared.active);
+        let info = ConnectionInfo {
+            id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+            peer,
+            accepted_at: Instant::now(),
+        };
+        let shared = shared.clone();
+        executor
+            .spawn(async move {
+                let _guard = guard;
+                connection::serve(
+                    stream,
+                    info,
+                    &shared.upstream,
+                    &shared.limits,
+                    &*shared.observer,
+                )
+                .await;
+            })
+            .detach();
+    }
+}
+
+/// Errors from `accept` that concern only the one connection being accepted.
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Counts a connection as active from accept until its task ends or is dropped.
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl ActiveGuard {
+    fn new(active: &Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(active.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// New-connection rate limit: `rate` tokens per second, at most `burst` saved.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: u32) -> Self {
+        TokenBucket {
+            rate,
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_burst_then_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10.0, 3);
+        bucket.last = start;
+        assert!((0..3).all(|_| bucket.take(start)));
+        assert!(!bucket.take(start));
+        assert!(bucket.take(start + Duration::from_millis(100)));
+        assert!(!bucket.take(start + Duration::from_millis(150)));
+        // Saved tokens never exceed the burst.
+        let later = start + Duration::from_secs(60);
+        assert!((0..3).all(|_| bucket.take(later)));
+        assert!(!bucket.take(later));
+    }
+
+    #[test]
+    fn upstream_label_brackets_ipv6() {
+        assert_eq!(
+            Upstream::new("pool.example.net", 3333).label(),
+            "pool.example.net:3333"
+        );
+        assert_eq!(Upstream::new("::1", 3333).label(), "[::1]:3333");
+    }
+}
