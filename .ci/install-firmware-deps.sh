@@ -59,6 +59,22 @@ if ! pkg_installed qemu-user-static; then
     "${APT[@]}" install --no-install-recommends -t bookworm-backports qemu-user-static
 fi
 
+# Tests that spawn our binaries (CARGO_BIN_EXE_*) exec aarch64 ELF files from
+# inside qemu-user: the kernel needs a binfmt_misc entry for that (cargo's
+# runner only wraps the test binary itself). qemu-user-binfmt ships the
+# entries; register them now if no init system did.
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null \
+        || log "WARNING: cannot mount binfmt_misc: tests that spawn aarch64 binaries will fail"
+fi
+for arch in aarch64 arm; do
+    if [ -e /proc/sys/fs/binfmt_misc/register ] && [ ! -e "/proc/sys/fs/binfmt_misc/qemu-$arch" ]; then
+        log "registering binfmt qemu-$arch"
+        /usr/lib/systemd/systemd-binfmt "/usr/lib/binfmt.d/qemu-$arch.conf" \
+            || log "WARNING: binfmt registration of qemu-$arch failed"
+    fi
+done
+
 # The pinned toolchain (rust-toolchain.toml) gets the aarch64 musl std; the armv7
 # build uses nightly with rust-src (-Z build-std).
 PIN=1.95.0
@@ -75,4 +91,5 @@ else
 fi
 
 log "qemu: $(qemu-aarch64-static --version 2>/dev/null | head -n1 || echo missing)"
+log "binfmt: $(cd /proc/sys/fs/binfmt_misc 2>/dev/null && echo qemu-aarch64* qemu-arm)"
 log "done"
