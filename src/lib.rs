@@ -6,5 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod stratum;
+pub mod cli;
+pub mod config;
+pub mod logging;
 pub mod relay;
+pub mod sdnotify;
 pub mod sim;
