@@ -30,6 +30,7 @@
 //! | `threads` | `THREADS` | `--threads` | 1 | 1–64 |
 //! | `http_threads` | `HTTP_THREADS` | `--http-threads` | 2 | 1–16 |
 //! | `metrics_token` | `METRICS_TOKEN` | `--metrics-token` | none | 1–4096 visible ASCII characters, no spaces |
+//! | (the file) | `CONFIG_FILE` | `--config` | none | path of a JSON file |
 //!
 //! The file itself is named by `--config FILE` or, failing that, by the
 //! environment variable `CONFIG_FILE`; without either there is no file
@@ -627,7 +628,7 @@ enum Raw<'a> {
     Text(&'a str),
 }
 
-impl Raw<'_> {
+impl<'a> Raw<'a> {
     /// The value for an error message, shortened if very long.
     fn shown(self) -> String {
         let text = match self {
@@ -642,9 +643,7 @@ impl Raw<'_> {
             text
         }
     }
-}
 
-impl<'a> Raw<'a> {
     /// The text of a string value; `Err` with a problem for other JSON types.
     fn text(self) -> Result<&'a str, String> {
         match self {
@@ -1256,12 +1255,14 @@ impl Resolver<'_> {
     }
 
     /// Reports a missing key unless one of its values was already refused
-    /// (then "missing" would only repeat that error).
+    /// or the file could not be used (then "missing" would only repeat that
+    /// error, or be wrong: the key may well be in the file).
     fn push_missing_unless_invalid(&mut self, key: &'static str, how: String) {
-        let refused = self
-            .errors
-            .iter()
-            .any(|e| matches!(e, ConfigError::InvalidValue { key: k, .. } if *k == key));
+        let refused = self.errors.iter().any(|e| match e {
+            ConfigError::InvalidValue { key: k, .. } => *k == key,
+            ConfigError::FileUnreadable { .. } | ConfigError::FileSyntax { .. } => true,
+            _ => false,
+        });
         if !refused {
             self.errors.push(ConfigError::Missing { key, how });
         }
