@@ -237,7 +237,9 @@ pub fn parse_from_env() -> TopLevel {
     match parse_args(&args) {
         Ok(top) => top,
         Err((output, 0)) => {
-            println!("{output}");
+            // Not println!: it panics when stdout is closed early
+            // (`stratum-proxy --help | head`).
+            let _ = writeln!(std::io::stdout(), "{output}");
             std::process::exit(0);
         }
         Err((output, status)) => {
