@@ -5,10 +5,12 @@
 //! configuration, logging) sits outside it and is wired in `main.rs`.
 #![forbid(unsafe_code)]
 
-pub mod stratum;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod relay;
 pub mod sdnotify;
 pub mod sim;
+pub mod stratum;

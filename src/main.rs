@@ -1,12 +1,29 @@
-//! The stratum-proxy daemon: parses the command line and dispatches.
+//! The stratum-proxy daemon: wiring, signals, shutdown and exit codes.
 //!
-//! Minimal for now: `--version` and `check-config`. Running the proxy and
-//! `demo` are wired by the relay/service work.
+//! Exit codes: 0 after a clean shutdown, 2 for a configuration error (the
+//! systemd unit does not restart on it), 1 when the proxy cannot start.
 
+use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use smol::{Executor, Timer};
 
 use stratum_proxy::cli::{self, Command};
-use stratum_proxy::config;
+use stratum_proxy::config::{self, Config};
+use stratum_proxy::http::{App, HttpServer};
+use stratum_proxy::metrics::schema::build_recorder;
+use stratum_proxy::metrics::{Collector, CollectorOptions};
+use stratum_proxy::relay::{Limits, Server, Upstream};
+use stratum_proxy::{logging, sdnotify};
+
+/// How often the exporter's upkeep runs (drains histogram samples).
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How often shutdown checks whether the last relay has finished.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 fn main() -> ExitCode {
     let top = cli::parse_from_env();
@@ -21,15 +38,268 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
             &mut std::io::stderr(),
         ),
-        Some(Command::Demo(_)) | None => match top.load_config(&config::process_env) {
+        Some(Command::Demo(args)) => demo(args),
+        None => match top.load_config(&config::process_env) {
             Err(errors) => {
                 cli::report_config_errors(&errors, &mut std::io::stderr());
                 ExitCode::from(cli::EXIT_CONFIG_ERROR)
             }
-            Ok(_) => {
-                eprintln!("stratum-proxy: running the proxy is not wired yet");
-                ExitCode::FAILURE
-            }
+            Ok(config) => run(config),
         },
     }
+}
+
+/// Runs the proxy until SIGINT/SIGTERM and the drain that follows.
+fn run(config: Config) -> ExitCode {
+    if let Err(e) = logging::init(config.log_level, config.log_format) {
+        eprintln!("stratum-proxy: cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    let recorder = Arc::new(build_recorder());
+    let prometheus = recorder.handle();
+    let upstream = Upstream::new(config.pool.host(), config.pool.port());
+    let collector = Arc::new(Collector::new(
+        recorder,
+        CollectorOptions {
+            pool_host: upstream.label(),
+            client_id: config.client_id,
+            client_id_cap: config.client_id_cap,
+            request_timeout: config.request_timeout,
+            health_interval: config.health_interval,
+        },
+    ));
+    let limits = Limits {
+        max_connections: config.max_connections,
+        accept_rate_per_second: config.accept_rate_per_second,
+        accept_burst: config.accept_burst,
+        connect_timeout: config.connect_timeout,
+        idle_timeout: config.idle_timeout,
+        handshake_timeout: config.handshake_timeout,
+    };
+    let executor = Arc::new(Executor::new());
+    let (stop_workers, workers_stopped) = smol::channel::bounded::<()>(1);
+    let workers: Vec<_> = (1..config.threads)
+        .map(|n| {
+            let executor = executor.clone();
+            let stopped = workers_stopped.clone();
+            std::thread::Builder::new()
+                .name(format!("relay-{n}"))
+                .spawn(move || smol::block_on(executor.run(stopped.recv())))
+                .expect("spawn relay thread")
+        })
+        .collect();
+
+    let started = Instant::now();
+    let result = smol::block_on(executor.run(serve(
+        &config,
+        upstream,
+        limits,
+        collector.clone(),
+        prometheus,
+        executor.clone(),
+        started,
+    )));
+    drop(stop_workers);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    // Dropping the executor drops every relay still open after the grace
+    // period; each reports its close (reason `shutdown`).
+    drop(executor);
+    let code = match result {
+        Ok(()) => {
+            info!("stopped after {:.1}s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            error!("{message}");
+            ExitCode::FAILURE
+        }
+    };
+    logging::flush();
+    code
+}
+
+/// Binds, serves and drains; returns when the proxy may exit.
+async fn serve(
+    config: &Config,
+    upstream: Upstream,
+    limits: Limits,
+    collector: Arc<Collector>,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    executor: Arc<Executor<'static>>,
+    started: Instant,
+) -> Result<(), String> {
+    let server = Server::bind(config.listen, upstream.clone(), limits, collector.clone())
+        .await
+        .map_err(|e| format!("cannot listen for miners on {}: {e}", config.listen))?;
+    let relay = server.handle();
+    info!(
+        "listening for miners on {}, relaying to pool {}",
+        server.local_addr(),
+        upstream.label()
+    );
+    let app = Arc::new(App {
+        collector: collector.clone(),
+        prometheus: prometheus.clone(),
+        config: config.effective_json(),
+        token: config.metrics_token.clone(),
+        started,
+        active_connections: Box::new({
+            let relay = relay.clone();
+            move || relay.active_connections()
+        }),
+    });
+    let http = HttpServer::start(config.metrics_listen, config.http_threads, app)
+        .map_err(|e| format!("cannot serve metrics on {}: {e}", config.metrics_listen))?;
+    info!("serving metrics on http://{}/metrics", http.local_addr());
+
+    probe_pool(&upstream, config.connect_timeout, &collector);
+    let heartbeat = Arc::new(AtomicU64::new(0));
+    let watchdog = sdnotify::watchdog_interval();
+    if let Some(interval) = watchdog {
+        executor
+            .spawn(beat(heartbeat.clone(), started, interval))
+            .detach();
+    }
+    spawn_housekeeping(prometheus, watchdog, heartbeat, started);
+
+    let (stop_tx, stop_rx) = smol::channel::bounded::<&'static str>(1);
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+    executor
+        .spawn(async move {
+            use smol::stream::StreamExt;
+            let mut signals = signals;
+            if let Some(Ok(signal)) = signals.next().await {
+                let _ = stop_tx.send(signal_name(signal)).await;
+            }
+        })
+        .detach();
+    if let Err(e) = sdnotify::ready() {
+        warn!("cannot notify systemd: {e}");
+    }
+
+    let (signal_tx, signal_rx) = smol::channel::bounded::<&'static str>(1);
+    server
+        .run(executor.clone(), async move {
+            if let Ok(signal) = stop_rx.recv().await {
+                let _ = signal_tx.try_send(signal);
+            }
+        })
+        .await;
+    let signal = signal_rx.try_recv().unwrap_or("stop");
+
+    collector.set_draining();
+    let _ = sdnotify::stopping();
+    let grace = config.shutdown_grace;
+    info!(
+        "{signal}: not accepting miners; {} connections may finish within {:.1}s",
+        relay.active_connections(),
+        grace.as_secs_f64()
+    );
+    let deadline = Instant::now() + grace;
+    while relay.active_connections() > 0 && Instant::now() < deadline {
+        Timer::after(DRAIN_POLL_INTERVAL.min(deadline - Instant::now())).await;
+    }
+    let left = relay.active_connections();
+    if left > 0 {
+        warn!("grace period over: closing {left} connections");
+    }
+    http.stop();
+    Ok(())
+}
+
+fn signal_name(signal: async_signal::Signal) -> &'static str {
+    match signal {
+        async_signal::Signal::Int => "SIGINT",
+        async_signal::Signal::Term => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+/// Checks once at start that the pool answers, so `/healthz` means something
+/// before the first miner connects. Runs on its own thread (DNS blocks).
+fn probe_pool(upstream: &Upstream, timeout: Duration, collector: &Arc<Collector>) {
+    let target = (upstream.host.clone(), upstream.port);
+    let label = upstream.label();
+    let collector = collector.clone();
+    std::thread::spawn(move || {
+        let host = target.0.trim_start_matches('[').trim_end_matches(']');
+        let reachable = (host, target.1)
+            .to_socket_addrs()
+            .map(|addrs| {
+                addrs
+                    .into_iter()
+                    .any(|addr| TcpStream::connect_timeout(&addr, timeout).is_ok())
+            })
+            .unwrap_or(false);
+        collector.record_probe(reachable);
+        if reachable {
+            info!("pool {label} is reachable");
+        } else {
+            warn!("pool {label} is not reachable yet");
+        }
+    });
+}
+
+/// Marks the executor alive; the watchdog is only fed while this runs.
+async fn beat(heartbeat: Arc<AtomicU64>, started: Instant, interval: Duration) {
+    loop {
+        heartbeat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        Timer::after(interval).await;
+    }
+}
+
+/// Exporter upkeep on a timer, and WATCHDOG=1 while the relay executor beats.
+fn spawn_housekeeping(
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    watchdog: Option<Duration>,
+    heartbeat: Arc<AtomicU64>,
+    started: Instant,
+) {
+    let tick = watchdog.map_or(UPKEEP_INTERVAL, |w| w.min(UPKEEP_INTERVAL));
+    std::thread::Builder::new()
+        .name("housekeeping".into())
+        .spawn(move || {
+            let mut last_upkeep = Instant::now();
+            loop {
+                std::thread::sleep(tick);
+                if last_upkeep.elapsed() >= UPKEEP_INTERVAL {
+                    prometheus.run_upkeep();
+                    last_upkeep = Instant::now();
+                }
+                if let Some(interval) = watchdog {
+                    let now_ms = started.elapsed().as_millis() as u64;
+                    let beat_ms = heartbeat.load(Ordering::Relaxed);
+                    // Fed only if the relay executor ran within two intervals.
+                    if now_ms.saturating_sub(beat_ms) <= 2 * interval.as_millis() as u64 {
+                        let _ = sdnotify::watchdog();
+                    }
+                }
+            }
+        })
+        .expect("spawn housekeeping thread");
+}
+
+/// `stratum-proxy demo`: pool simulator, proxy and miners in one process.
+fn demo(args: &cli::DemoArgs) -> ExitCode {
+    let _ = logging::init(log::LevelFilter::Warn, logging::LogFormat::Text);
+    let recorder = Arc::new(build_recorder());
+    let prometheus = recorder.handle();
+    let collector = Arc::new(Collector::new(
+        recorder,
+        CollectorOptions {
+            pool_host: "pool-sim".into(),
+            client_id: config::ClientIdMode::Account,
+            client_id_cap: config::DEFAULT_CLIENT_ID_CAP,
+            request_timeout: config::DEFAULT_REQUEST_TIMEOUT,
+            health_interval: config::DEFAULT_HEALTH_INTERVAL,
+        },
+    ));
+    let _ = (prometheus, args);
+    let _ = collector;
+    eprintln!("stratum-proxy: demo is not wired yet");
+    ExitCode::FAILURE
 }

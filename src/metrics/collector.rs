@@ -1,0 +1,805 @@
+//! The service's observer: turns relay events into metrics, `/status`
+//! totals and connection log lines.
+//!
+//! Handles are registered once (per pool at start, per client on its first
+//! authorize) and stored; per-connection state lives in the relay task. A
+//! relayed message costs a few relaxed atomic adds: no key building, no
+//! lock, no allocation (histogram samples go to the exporter's lock-free
+//! bucket, which allocates one block per 64 samples until upkeep drains it).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ::metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
+use log::{info, warn};
+use metrics_exporter_prometheus::PrometheusRecorder;
+use serde_json::{Value, json};
+
+use super::schema::*;
+use crate::config::ClientIdMode;
+use crate::relay::{
+    CloseReason, ConnectionInfo, Direction, Event, Observer, RefuseReason, UpstreamFailure,
+};
+use crate::stratum::{Message, Method, Outcome, RpcError};
+
+/// Most requests per connection waiting for a response; past it the oldest
+/// is counted as expired. Miners pipeline a handful of submits at most.
+pub const MAX_PENDING_REQUESTS: usize = 64;
+
+/// Longest `client_id` label value, in bytes; longer names are cut.
+pub const MAX_CLIENT_ID_BYTES: usize = 64;
+
+/// `client_id` once the cap of distinct ids is reached.
+pub const CLIENT_ID_OTHER: &str = "_other";
+/// `client_id` of a connection that has not been authorized (yet).
+pub const CLIENT_ID_UNKNOWN: &str = "_unknown";
+/// `client_id` when per-client labels are off (`client_id: none`).
+pub const CLIENT_ID_ALL: &str = "_all";
+
+/// Why a share was rejected: the fixed `reason` label set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Job not found / stale (code 21).
+    Stale,
+    /// Duplicate share (22).
+    Duplicate,
+    /// Low difficulty / high-hash (23).
+    LowDifficulty,
+    /// Unauthorized worker (24).
+    Unauthorized,
+    /// Not subscribed (25).
+    NotSubscribed,
+    /// Anything else.
+    Other,
+}
+
+impl RejectReason {
+    /// Every reason, in label order.
+    pub const ALL: [RejectReason; 6] = [
+        RejectReason::Stale,
+        RejectReason::Duplicate,
+        RejectReason::LowDifficulty,
+        RejectReason::Unauthorized,
+        RejectReason::NotSubscribed,
+        RejectReason::Other,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Stale => "stale",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::LowDifficulty => "low_difficulty",
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::NotSubscribed => "not_subscribed",
+            RejectReason::Other => "other",
+        }
+    }
+
+    /// Maps the codes and messages pools use to a reason: a Stratum code
+    /// 21–25 wins; otherwise the text is searched ("Stale", "high-hash", ...).
+    pub fn classify(error: &RpcError<'_>) -> RejectReason {
+        match error.code {
+            Some(21) => return RejectReason::Stale,
+            Some(22) => return RejectReason::Duplicate,
+            Some(23) => return RejectReason::LowDifficulty,
+            Some(24) => return RejectReason::Unauthorized,
+            Some(25) => return RejectReason::NotSubscribed,
+            _ => {}
+        }
+        let Some(text) = error.message.as_deref() else {
+            return RejectReason::Other;
+        };
+        const PATTERNS: &[(&str, RejectReason)] = &[
+            ("stale", RejectReason::Stale),
+            ("job not found", RejectReason::Stale),
+            ("old job", RejectReason::Stale),
+            ("duplicate", RejectReason::Duplicate),
+            ("low difficulty", RejectReason::LowDifficulty),
+            ("low-difficulty", RejectReason::LowDifficulty),
+            ("low diff", RejectReason::LowDifficulty),
+            ("high-hash", RejectReason::LowDifficulty),
+            ("above target", RejectReason::LowDifficulty),
+            ("unauthori", RejectReason::Unauthorized),
+            ("not subscribed", RejectReason::NotSubscribed),
+        ];
+        PATTERNS
+            .iter()
+            .find(|(pattern, _)| contains_ignore_ascii_case(text, pattern))
+            .map_or(RejectReason::Other, |&(_, reason)| reason)
+    }
+}
+
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// How the collector labels and times things.
+#[derive(Debug, Clone)]
+pub struct CollectorOptions {
+    /// The `pool_host` label: the pool as configured.
+    pub pool_host: String,
+    /// Where `client_id` comes from.
+    pub client_id: ClientIdMode,
+    /// Most distinct `client_id` values; later ones are `_other`.
+    pub client_id_cap: usize,
+    /// Pending requests older than this are expired.
+    pub request_timeout: Duration,
+    /// Window for "the pool was reachable recently".
+    pub health_interval: Duration,
+}
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Registers metric handles on one recorder.
+struct Registrar<'r> {
+    recorder: &'r PrometheusRecorder,
+}
+
+impl Registrar<'_> {
+    fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, (*v).to_owned()))
+            .collect();
+        Key::from_parts(name, labels)
+    }
+    fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.recorder
+            .register_counter(&Self::key(name, labels), &METADATA)
+    }
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.recorder
+            .register_gauge(&Self::key(name, labels), &METADATA)
+    }
+    fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        self.recorder
+            .register_histogram(&Self::key(name, labels), &METADATA)
+    }
+}
+
+/// Per-pool handles, registered once.
+struct PoolMetrics {
+    connections: Counter,
+    active: Gauge,
+    bytes_sent: Counter,
+    bytes_received: Counter,
+    duration: Histogram,
+    connect_latency: Histogram,
+    /// Indexed like [`Method::ALL`].
+    request_response: Vec<Histogram>,
+    /// Indexed by direction (miner→pool, pool→miner).
+    parse_failures: [Counter; 2],
+    /// Indexed like [`UpstreamFailure`]: timeout, refused, other.
+    upstream_failures: [Counter; 3],
+    /// handshake, idle.
+    timeouts: [Counter; 2],
+    pending: Gauge,
+    expired: Counter,
+    /// max_connections, rate_limit.
+    refused: [Counter; 2],
+    reachable: Gauge,
+}
+
+/// Per-client handles and the totals `/status` shows.
+pub struct ClientMetrics {
+    id: String,
+    submits: Counter,
+    accepted: Counter,
+    /// Indexed like [`RejectReason::ALL`].
+    rejected: [Counter; 6],
+    difficulty: Gauge,
+    accepted_difficulty: Counter,
+    totals: ClientTotals,
+}
+
+#[derive(Default)]
+struct ClientTotals {
+    submits: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    /// f64 bits: the exact (fractional) sum; the counter shows its floor.
+    accepted_difficulty: AtomicU64,
+}
+
+impl ClientMetrics {
+    fn add_accepted_difficulty(&self, difficulty: f64) {
+        let mut current = self.totals.accepted_difficulty.load(Ordering::Relaxed);
+        loop {
+            let next = f64::from_bits(current) + difficulty;
+            match self.totals.accepted_difficulty.compare_exchange_weak(
+                current,
+                next.to_bits(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // Counters are integers: export the floor of the exact sum.
+                    self.accepted_difficulty.absolute(next as u64);
+                    return;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// Process-wide totals for `/status`.
+#[derive(Default)]
+struct Totals {
+    connections: AtomicU64,
+    active: AtomicU64,
+    refused: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    upstream_failures: AtomicU64,
+}
+
+/// Upstream reachability, for `/healthz` and `stratum_pool_reachable`.
+struct Health {
+    /// Milliseconds since `start` of the last successful connect, 0 = never.
+    last_success_ms: AtomicU64,
+    /// Milliseconds since `start` of the last failed connect, 0 = never.
+    last_failure_ms: AtomicU64,
+    draining: AtomicBool,
+}
+
+/// The metrics observer. Create one per process (or per test).
+pub struct Collector {
+    recorder: Arc<PrometheusRecorder>,
+    options: CollectorOptions,
+    pool: PoolMetrics,
+    clients: Mutex<HashMap<String, Arc<ClientMetrics>>>,
+    unknown_client: Arc<ClientMetrics>,
+    totals: Totals,
+    health: Health,
+    start: Instant,
+}
+
+/// What the collector keeps per connection.
+pub struct ConnectionMeter {
+    id: u64,
+    peer: SocketAddr,
+    client: Arc<ClientMetrics>,
+    difficulty: f64,
+    pending: VecDeque<Pending>,
+}
+
+/// A request waiting for its response.
+struct Pending {
+    id_hash: u64,
+    method: Method,
+    sent: Instant,
+    /// Difficulty in force when a share was submitted.
+    difficulty: f64,
+    /// For a login: the client it will become if accepted.
+    login_client: Option<Arc<ClientMetrics>>,
+}
+
+impl Collector {
+    /// Registers the per-pool metrics on `recorder` and returns the collector.
+    pub fn new(recorder: Arc<PrometheusRecorder>, options: CollectorOptions) -> Self {
+        let r = Registrar {
+            recorder: &recorder,
+        };
+        let pool = options.pool_host.as_str();
+        let p = [("pool_host", pool)];
+        let with = |k: &'static str, v: &'static str| [("pool_host", pool), (k, v)];
+        let pool_metrics = PoolMetrics {
+            connections: r.counter(CONNECTIONS_TOTAL, &p),
+            active: r.gauge(ACTIVE_CONNECTIONS, &p),
+            bytes_sent: r.counter(BYTES_SENT_TOTAL, &p),
+            bytes_received: r.counter(BYTES_RECEIVED_TOTAL, &p),
+            duration: r.histogram(CONNECTION_DURATION_SECONDS, &p),
+            connect_latency: r.histogram(CONNECT_LATENCY_SECONDS, &p),
+            request_response: Method::ALL
+                .iter()
+                .map(|m| r.histogram(REQUEST_RESPONSE_SECONDS, &with("method", m.as_str())))
+                .collect(),
+            parse_failures: [Direction::MinerToPool, Direction::PoolToMiner]
+                .map(|d| r.counter(PARSE_FAILURES_TOTAL, &with("direction", d.as_str()))),
+            upstream_failures: [
+                UpstreamFailure::Timeout,
+                UpstreamFailure::Refused,
+                UpstreamFailure::Other,
+            ]
+            .map(|f| r.counter(UPSTREAM_CONNECT_FAILURES_TOTAL, &with("reason", f.as_str()))),
+            timeouts: ["handshake", "idle"]
+                .map(|k| r.counter(CONNECTION_TIMEOUTS_TOTAL, &with("kind", k))),
+            pending: r.gauge(PENDING_REQUESTS, &p),
+            expired: r.counter(EXPIRED_REQUESTS_TOTAL, &p),
+            refused: [RefuseReason::MaxConnections, RefuseReason::RateLimit]
+                .map(|reason| r.counter(REFUSED_CONNECTIONS_TOTAL, &[("reason", reason.as_str())])),
+            reachable: r.gauge(POOL_REACHABLE, &p),
+        };
+        r.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1.0);
+        pool_metrics.reachable.set(1.0);
+        let unknown_id = if options.client_id == ClientIdMode::None {
+            CLIENT_ID_ALL
+        } else {
+            CLIENT_ID_UNKNOWN
+        };
+        let unknown_client = Arc::new(register_client(&r, pool, unknown_id));
+        let mut clients = HashMap::new();
+        clients.insert(unknown_id.to_owned(), unknown_client.clone());
+        Collector {
+            options,
+            pool: pool_metrics,
+            clients: Mutex::new(clients),
+            unknown_client,
+            totals: Totals::default(),
+            health: Health {
+                last_success_ms: AtomicU64::new(0),
+                last_failure_ms: AtomicU64::new(0),
+                draining: AtomicBool::new(false),
+            },
+            start: Instant::now(),
+            recorder,
+        }
+    }
+
+    /// The handles of `client_id` (registered on first use, capped).
+    fn client(&self, client_id: &str) -> Arc<ClientMetrics> {
+        let client_id = truncate(client_id, MAX_CLIENT_ID_BYTES);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(client_id) {
+            return client.clone();
+        }
+        // The cap counts real ids; `_unknown`/`_all` and `_other` come on top.
+        let id = if clients.len() > self.options.client_id_cap {
+            CLIENT_ID_OTHER
+        } else {
+            client_id
+        };
+        if let Some(client) = clients.get(id) {
+            return client.clone();
+        }
+        let r = Registrar {
+            recorder: &self.recorder,
+        };
+        let client = Arc::new(register_client(&r, &self.options.pool_host, id));
+        clients.insert(id.to_owned(), client.clone());
+        client
+    }
+
+    /// The `client_id` for a login name, per the configured mode.
+    fn client_for_user(&self, user: &str) -> Option<Arc<ClientMetrics>> {
+        match self.options.client_id {
+            ClientIdMode::Account => Some(self.client(user.split('.').next().unwrap_or(user))),
+            ClientIdMode::Worker => Some(self.client(user)),
+            ClientIdMode::PeerIp | ClientIdMode::None => None,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1 so that 0 can mean "never".
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Records an upstream reachability probe made outside the relay.
+    pub fn record_probe(&self, reachable: bool) {
+        let slot = if reachable {
+            &self.health.last_success_ms
+        } else {
+            &self.health.last_failure_ms
+        };
+        slot.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Marks the proxy as draining (shutdown started): `/healthz` turns 503.
+    pub fn set_draining(&self) {
+        self.health.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Health for `/healthz`: `Ok(reason)` or `Err(reason)`.
+    pub fn health(&self) -> Result<&'static str, String> {
+        if self.health.draining.load(Ordering::Relaxed) {
+            return Err("draining: shutting down, not accepting miners".into());
+        }
+        let window = self.options.health_interval.as_millis() as u64;
+        let now = self.now_ms();
+        let success = self.health.last_success_ms.load(Ordering::Relaxed);
+        let failure = self.health.last_failure_ms.load(Ordering::Relaxed);
+        let recent = |t: u64| t != 0 && now.saturating_sub(t) <= window;
+        if recent(failure) && failure > success && !recent(success) {
+            self.pool.reachable.set(0.0);
+            return Err(format!(
+                "pool {} unreachable: every upstream attempt in the last {}s failed",
+                self.options.pool_host,
+                self.options.health_interval.as_secs()
+            ));
+        }
+        self.pool.reachable.set(1.0);
+        Ok("ok: listening, pool reachable")
+    }
+
+    /// Totals for `/status`.
+    pub fn status(&self) -> Value {
+        let t = &self.totals;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_client: Vec<Value> = clients
+            .values()
+            .map(|c| {
+                json!({
+                    "client_id": c.id,
+                    "submits": load(&c.totals.submits),
+                    "accepted": load(&c.totals.accepted),
+                    "rejected": load(&c.totals.rejected),
+                    "accepted_difficulty": f64::from_bits(load(&c.totals.accepted_difficulty)),
+                })
+            })
+            .collect();
+        per_client.sort_by(|a, b| a["client_id"].as_str().cmp(&b["client_id"].as_str()));
+        let submits: u64 = clients.values().map(|c| load(&c.totals.submits)).sum();
+        let accepted: u64 = clients.values().map(|c| load(&c.totals.accepted)).sum();
+        let rejected: u64 = clients.values().map(|c| load(&c.totals.rejected)).sum();
+        json!({
+            "connections": {
+                "active": load(&t.active),
+                "total": load(&t.connections),
+                "refused": load(&t.refused),
+            },
+            "pools": [{
+                "pool_host": self.options.pool_host,
+                "connections_total": load(&t.connections),
+                "active_connections": load(&t.active),
+                "bytes_sent": load(&t.bytes_sent),
+                "bytes_received": load(&t.bytes_received),
+                "upstream_connect_failures": load(&t.upstream_failures),
+                "submits": submits,
+                "accepted": accepted,
+                "rejected": rejected,
+                "reachable": self.health().is_ok(),
+            }],
+            "clients": per_client,
+        })
+    }
+
+    /// Expires pending requests older than the request timeout.
+    fn expire(&self, conn: &mut ConnectionMeter, now: Instant) {
+        while let Some(front) = conn.pending.front() {
+            if now.duration_since(front.sent) < self.options.request_timeout {
+                break;
+            }
+            conn.pending.pop_front();
+            self.pool.pending.decrement(1.0);
+            self.pool.expired.increment(1);
+        }
+    }
+
+    fn request(&self, conn: &mut ConnectionMeter, message: &Message<'_>) {
+        let Some(id) = message.id() else { return };
+        let method = message.method().unwrap_or(Method::Other);
+        let now = Instant::now();
+        self.expire(conn, now);
+        if conn.pending.len() >= MAX_PENDING_REQUESTS {
+            conn.pending.pop_front();
+            self.pool.pending.decrement(1.0);
+            self.pool.expired.increment(1);
+        }
+        if method.is_share_submit() {
+            conn.client.submits.increment(1);
+            conn.client.totals.submits.fetch_add(1, Ordering::Relaxed);
+        }
+        let login_client = if method.is_login() {
+            message.user().and_then(|user| {
+                info!(
+                    "conn={} peer={} authorizing user={}",
+                    conn.id,
+                    conn.peer,
+                    truncate(&user, 128)
+                );
+                self.client_for_user(&user)
+            })
+        } else {
+            None
+        };
+        conn.pending.push_back(Pending {
+            id_hash: hash_id(id.raw()),
+            method,
+            sent: now,
+            difficulty: conn.difficulty,
+            login_client,
+        });
+        self.pool.pending.increment(1.0);
+    }
+
+    fn response(&self, conn: &mut ConnectionMeter, message: &Message<'_>) {
+        let Some(id) = message.id() else { return };
+        let id_hash = hash_id(id.raw());
+        // Same ids may be in flight at once: answer the oldest first.
+        let Some(index) = conn.pending.iter().position(|p| p.id_hash == id_hash) else {
+            return;
+        };
+        let Some(pending) = conn.pending.remove(index) else {
+            return;
+        };
+        self.pool.pending.decrement(1.0);
+        let method_index = Method::ALL
+            .iter()
+            .position(|&m| m == pending.method)
+            .unwrap_or(Method::ALL.len() - 1);
+        self.pool.request_response[method_index].record(pending.sent.elapsed().as_secs_f64());
+        let outcome = message.outcome();
+        if pending.method.is_share_submit() {
+            let client = &conn.client;
+            match outcome {
+                Outcome::Accepted => {
+                    client.accepted.increment(1);
+                    client.totals.accepted.fetch_add(1, Ordering::Relaxed);
+                    if pending.difficulty > 0.0 {
+                        client.add_accepted_difficulty(pending.difficulty);
+                    }
+                }
+                Outcome::Rejected(ref error) => {
+                    self.reject(client, RejectReason::classify(error));
+                }
+                Outcome::Value => self.reject(client, RejectReason::Other),
+            }
+        } else if let (Some(client), Outcome::Accepted) = (pending.login_client, &outcome) {
+            if !Arc::ptr_eq(&client, &conn.client) {
+                info!(
+                    "conn={} peer={} authorized client_id={}",
+                    conn.id, conn.peer, client.id
+                );
+                if conn.difficulty > 0.0 {
+                    client.difficulty.set(conn.difficulty);
+                }
+                conn.client = client;
+            }
+        }
+    }
+
+    fn reject(&self, client: &ClientMetrics, reason: RejectReason) {
+        let index = RejectReason::ALL
+            .iter()
+            .position(|&r| r == reason)
+            .unwrap_or(RejectReason::ALL.len() - 1);
+        client.rejected[index].increment(1);
+        client.totals.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn closed(
+        &self,
+        conn: &mut ConnectionMeter,
+        duration: Duration,
+        up: u64,
+        down: u64,
+        reason: CloseReason,
+    ) {
+        self.pool.active.decrement(1.0);
+        self.totals.active.fetch_sub(1, Ordering::Relaxed);
+        self.pool.duration.record(duration.as_secs_f64());
+        match reason {
+            CloseReason::HandshakeTimeout => self.pool.timeouts[0].increment(1),
+            CloseReason::IdleTimeout => self.pool.timeouts[1].increment(1),
+            _ => {}
+        }
+        let left = conn.pending.len();
+        if left > 0 {
+            self.pool.pending.decrement(left as f64);
+            self.pool.expired.increment(left as u64);
+            conn.pending.clear();
+        }
+        let detail = match reason {
+            CloseReason::MinerError(kind) | CloseReason::PoolError(kind) => format!(" ({kind})"),
+            _ => String::new(),
+        };
+        info!(
+            "conn={} peer={} closed by {:?}: {}{} after {:.1}s, {} bytes miner->pool, {} bytes pool->miner",
+            conn.id,
+            conn.peer,
+            reason.side(),
+            reason.as_str(),
+            detail,
+            duration.as_secs_f64(),
+            up,
+            down
+        );
+    }
+}
+
+fn register_client(r: &Registrar<'_>, pool: &str, id: &str) -> ClientMetrics {
+    let labels = [("client_id", id), ("pool_host", pool)];
+    ClientMetrics {
+        id: id.to_owned(),
+        submits: r.counter(SUBMITS_TOTAL, &labels),
+        accepted: r.counter(ACCEPTED_SHARES_TOTAL, &labels),
+        rejected: RejectReason::ALL.map(|reason| {
+            r.counter(
+                REJECTED_SHARES_TOTAL,
+                &[
+                    ("client_id", id),
+                    ("pool_host", pool),
+                    ("reason", reason.as_str()),
+                ],
+            )
+        }),
+        difficulty: r.gauge(CURRENT_DIFFICULTY, &labels),
+        accepted_difficulty: r.counter(ACCEPTED_DIFFICULTY_TOTAL, &labels),
+        totals: ClientTotals::default(),
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// FNV-1a of an id's raw JSON text: a fixed-size key, no allocation.
+fn hash_id(raw: &str) -> u64 {
+    raw.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl Observer for Collector {
+    type Connection = ConnectionMeter;
+
+    fn accepted(&self, info: &ConnectionInfo) -> ConnectionMeter {
+        self.pool.connections.increment(1);
+        self.pool.active.increment(1.0);
+        self.totals.connections.fetch_add(1, Ordering::Relaxed);
+        self.totals.active.fetch_add(1, Ordering::Relaxed);
+        info!("conn={} peer={} opened", info.id, info.peer);
+        let client = match self.options.client_id {
+            ClientIdMode::PeerIp => self.client(&info.peer.ip().to_string()),
+            _ => self.unknown_client.clone(),
+        };
+        ConnectionMeter {
+            id: info.id,
+            peer: info.peer,
+            client,
+            difficulty: 0.0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn event(&self, conn: &mut ConnectionMeter, event: Event<'_>) {
+        match event {
+            Event::Relayed { direction, bytes } => match direction {
+                Direction::MinerToPool => {
+                    self.pool.bytes_sent.increment(bytes as u64);
+                    self.totals
+                        .bytes_sent
+                        .fetch_add(bytes as u64, Ordering::Relaxed);
+                }
+                Direction::PoolToMiner => {
+                    self.pool.bytes_received.increment(bytes as u64);
+                    self.totals
+                        .bytes_received
+                        .fetch_add(bytes as u64, Ordering::Relaxed);
+                }
+            },
+            Event::Request {
+                direction: Direction::MinerToPool,
+                message,
+            } => self.request(conn, message),
+            Event::Response {
+                direction: Direction::PoolToMiner,
+                message,
+            } => self.response(conn, message),
+            Event::Notification {
+                direction: Direction::PoolToMiner,
+                message,
+            } => {
+                if let Some(difficulty) = message.difficulty() {
+                    conn.difficulty = difficulty;
+                    conn.client.difficulty.set(difficulty);
+                }
+            }
+            Event::Request { .. } | Event::Response { .. } | Event::Notification { .. } => {}
+            Event::ParseFailed { direction, .. } => {
+                self.pool.parse_failures[direction as usize].increment(1);
+            }
+            Event::UpstreamConnected { latency, .. } => {
+                self.pool.connect_latency.record(latency.as_secs_f64());
+                self.health
+                    .last_success_ms
+                    .store(self.now_ms(), Ordering::Relaxed);
+            }
+            Event::UpstreamFailed {
+                failure,
+                latency,
+                error,
+            } => {
+                self.pool.upstream_failures[failure as usize].increment(1);
+                self.totals
+                    .upstream_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.health
+                    .last_failure_ms
+                    .store(self.now_ms(), Ordering::Relaxed);
+                warn!(
+                    "conn={} peer={} pool {} unreachable ({}) after {:.3}s: {}",
+                    conn.id,
+                    conn.peer,
+                    self.options.pool_host,
+                    failure.as_str(),
+                    latency.as_secs_f64(),
+                    error
+                );
+            }
+            Event::Closed {
+                duration,
+                miner_to_pool_bytes,
+                pool_to_miner_bytes,
+                reason,
+            } => self.closed(
+                conn,
+                duration,
+                miner_to_pool_bytes,
+                pool_to_miner_bytes,
+                reason,
+            ),
+        }
+    }
+
+    fn refused(&self, peer: SocketAddr, reason: RefuseReason) {
+        self.pool.refused[reason as usize].increment(1);
+        self.totals.refused.fetch_add(1, Ordering::Relaxed);
+        warn!("peer={peer} refused: {}", reason.as_str());
+    }
+
+    fn accept_failed(&self, error: &std::io::Error) {
+        warn!("accept failed, backing off: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn error(code: Option<i64>, message: Option<&str>) -> RpcError<'_> {
+        RpcError {
+            code,
+            message: message.map(Cow::Borrowed),
+        }
+    }
+
+    #[test]
+    fn reject_reasons_from_codes_and_messages() {
+        use RejectReason::*;
+        let cases = [
+            (error(Some(21), Some("Job not found")), Stale),
+            (error(Some(22), None), Duplicate),
+            (error(Some(23), Some("whatever")), LowDifficulty),
+            (error(Some(24), None), Unauthorized),
+            (error(Some(25), None), NotSubscribed),
+            (error(Some(20), Some("Stale share")), Stale),
+            (error(None, Some("high-hash")), LowDifficulty),
+            (error(Some(-1), Some("Low difficulty share")), LowDifficulty),
+            (error(None, Some("DUPLICATE")), Duplicate),
+            (error(None, Some("Unauthorized worker")), Unauthorized),
+            (error(Some(20), Some("Other/Unknown")), Other),
+            (error(None, None), Other),
+        ];
+        for (e, want) in cases {
+            assert_eq!(RejectReason::classify(&e), want, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("abc", 2), "ab");
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("short", 64), "short");
+    }
+}
