@@ -1,0 +1,390 @@
+//! Shared helpers for the relay integration tests: an explicit executor on a
+//! couple of threads, a counting/recording test observer, a relay started on
+//! port 0, and a bound on every await (a test fails instead of hanging).
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use smol::channel::{Receiver, Sender};
+use smol::{Executor, Timer};
+use stratum_proxy::relay::{
+    CloseReason, ConnectionInfo, Direction, Event, Limits, Observer, RefuseReason, Server,
+    ServerHandle, Upstream,
+};
+use stratum_proxy::sim::RejectCounts;
+use stratum_proxy::stratum::{Message, Outcome, ParseFailure};
+
+/// Bound on any single wait in a test: generous, only there to fail instead of hanging.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An explicit executor run by `threads` threads until dropped.
+pub struct Runtime {
+    pub executor: Arc<Executor<'static>>,
+    shutdown: Sender<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Runtime {
+    pub fn new(threads: usize) -> Runtime {
+        let executor = Arc::new(Executor::new());
+        let (shutdown, until) = smol::channel::bounded::<()>(1);
+        let threads = (0..threads)
+            .map(|i| {
+                let executor = executor.clone();
+                let until = until.clone();
+                std::thread::Builder::new()
+                    .name(format!("test-executor-{i}"))
+                    .spawn(move || {
+                        let _ = smol::block_on(executor.run(until.recv()));
+                    })
+                    .expect("spawn executor thread")
+            })
+            .collect();
+        Runtime {
+            executor,
+            shutdown,
+            threads,
+        }
+    }
+
+    /// Runs `future` to completion on the calling thread (tasks run on the executor threads).
+    pub fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+        smol::block_on(future)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown.close();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Awaits `future`, panicking with `what` if it takes longer than [`TEST_TIMEOUT`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    smol::future::or(future, async {
+        Timer::after(TEST_TIMEOUT).await;
+        panic!("timed out waiting for {what}");
+    })
+    .await
+}
+
+/// A relay started on port 0 in front of `pool`; stopped (accepting) on drop.
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    stop: Sender<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.close();
+    }
+}
+
+/// Binds a relay on 127.0.0.1:0 to `pool` with `limits` and runs it on `executor`.
+pub fn start_relay<O: Observer>(
+    runtime: &Runtime,
+    pool: SocketAddr,
+    limits: Limits,
+    observer: Arc<O>,
+) -> Relay {
+    let server = runtime
+        .block_on(Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Upstream::from(pool),
+            limits,
+            observer,
+        ))
+        .expect("bind relay");
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let (stop, stopped) = smol::channel::bounded::<()>(1);
+    runtime
+        .executor
+        .spawn(server.run(runtime.executor.clone(), async move {
+            let _ = stopped.recv().await;
+        }))
+        .detach();
+    Relay { addr, handle, stop }
+}
+
+/// One observed line, owned, comparable across runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// A request: method name as sent, raw id.
+    Request(String, String),
+    /// A notification: method name as sent.
+    Notification(String),
+    /// A response: raw id (or "absent").
+    Response(String),
+    /// A line that did not parse, and its length.
+    Failed(ParseFailure, usize),
+}
+
+impl Seen {
+    /// What the relay reports for `message`.
+    pub fn of(message: &Message<'_>) -> Seen {
+        use stratum_proxy::stratum::Kind;
+        let id = message
+            .id()
+            .map_or("absent".into(), |id| id.raw().to_owned());
+        let method = message.method_name().unwrap_or("").to_owned();
+        match message.kind() {
+            Kind::Request => Seen::Request(method, id),
+            Kind::Notification => Seen::Notification(method),
+            Kind::Response => Seen::Response(id),
+        }
+    }
+}
+
+/// A closed connection, as the test observer saw it.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    pub id: u64,
+    pub user: Option<String>,
+    pub reason: CloseReason,
+    pub miner_to_pool_bytes: u64,
+    pub pool_to_miner_bytes: u64,
+    /// Bytes summed from `Relayed` events, per direction.
+    pub relayed: [u64; 2],
+    /// Every line seen, per direction (only with `record_lines`).
+    pub lines: [Vec<Seen>; 2],
+}
+
+/// Everything the test observer counted, over all connections.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    pub accepted: u64,
+    pub closed: u64,
+    pub refused: Vec<RefuseReason>,
+    pub upstream_connected: u64,
+    pub upstream_failed: u64,
+    /// Requests by (direction index, method name as sent).
+    pub requests: HashMap<(usize, String), u64>,
+    /// Notifications by (direction index, method name as sent).
+    pub notifications: HashMap<(usize, String), u64>,
+    /// Responses per direction.
+    pub responses: [u64; 2],
+    /// Pool → miner responses that said accepted.
+    pub accepted_outcomes: u64,
+    /// Pool → miner responses that said rejected, by code.
+    pub rejected_outcomes: RejectCounts,
+    /// Parse failures per direction.
+    pub parse_failures: [u64; 2],
+    /// Parse failures by kind, any direction.
+    pub failures_by_kind: HashMap<&'static str, u64>,
+    /// Bytes from `Relayed` events per direction.
+    pub bytes: [u64; 2],
+}
+
+impl Counts {
+    pub fn requests(&self, direction: Direction, method: &str) -> u64 {
+        *self
+            .requests
+            .get(&(dir(direction), method.to_owned()))
+            .unwrap_or(&0)
+    }
+
+    pub fn notifications(&self, direction: Direction, method: &str) -> u64 {
+        *self
+            .notifications
+            .get(&(dir(direction), method.to_owned()))
+            .unwrap_or(&0)
+    }
+}
+
+/// Index of a direction: 0 miner → pool, 1 pool → miner.
+pub fn dir(direction: Direction) -> usize {
+    match direction {
+        Direction::MinerToPool => 0,
+        Direction::PoolToMiner => 1,
+    }
+}
+
+/// A test observer: counts everything, remembers user names, optionally
+/// records every line, and hands out a record per closed connection.
+pub struct TestObserver {
+    record_lines: bool,
+    counts: Mutex<Counts>,
+    closed_tx: Sender<Closed>,
+    closed_rx: Receiver<Closed>,
+    refused_tx: Sender<RefuseReason>,
+    refused_rx: Receiver<RefuseReason>,
+}
+
+/// Per-connection state of [`TestObserver`].
+pub struct TestConnection {
+    id: u64,
+    user: Option<String>,
+    relayed: [u64; 2],
+    lines: [Vec<Seen>; 2],
+}
+
+impl TestObserver {
+    pub fn new(record_lines: bool) -> Arc<TestObserver> {
+        let (closed_tx, closed_rx) = smol::channel::unbounded();
+        let (refused_tx, refused_rx) = smol::channel::unbounded();
+        Arc::new(TestObserver {
+            record_lines,
+            counts: Mutex::new(Counts::default()),
+            closed_tx,
+            closed_rx,
+            refused_tx,
+            refused_rx,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.lock().clone()
+    }
+
+    /// Awaits the next closed connection (bounded).
+    pub async fn next_closed(&self) -> Closed {
+        within("a Closed event", self.closed_rx.recv())
+            .await
+            .expect("observer channel open")
+    }
+
+    /// Awaits `n` closed connections (bounded).
+    pub async fn closed(&self, n: usize) -> Vec<Closed> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.next_closed().await);
+        }
+        out
+    }
+
+    /// Awaits the next refusal (bounded).
+    pub async fn next_refused(&self) -> RefuseReason {
+        within("a refusal", self.refused_rx.recv())
+            .await
+            .expect("observer channel open")
+    }
+
+    /// Closed records already delivered but not awaited.
+    pub fn closed_pending(&self) -> usize {
+        self.closed_rx.len()
+    }
+}
+
+impl Observer for TestObserver {
+    type Connection = TestConnection;
+
+    fn accepted(&self, info: &ConnectionInfo) -> TestConnection {
+        self.lock().accepted += 1;
+        TestConnection {
+            id: info.id,
+            user: None,
+            relayed: [0, 0],
+            lines: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn event(&self, conn: &mut TestConnection, event: Event<'_>) {
+        let mut counts = self.lock();
+        let mut seen = None;
+        match event {
+            Event::UpstreamConnected { .. } => counts.upstream_connected += 1,
+            Event::UpstreamFailed { .. } => counts.upstream_failed += 1,
+            Event::Relayed { direction, bytes } => {
+                counts.bytes[dir(direction)] += bytes as u64;
+                conn.relayed[dir(direction)] += bytes as u64;
+            }
+            Event::Request { direction, message } => {
+                let name = message.method_name().unwrap_or("").to_owned();
+                *counts.requests.entry((dir(direction), name)).or_default() += 1;
+                if let Some(user) = message.user() {
+                    conn.user = Some(user.into_owned());
+                }
+                seen = Some((direction, Seen::of(message)));
+            }
+            Event::Notification { direction, message } => {
+                let name = message.method_name().unwrap_or("").to_owned();
+                *counts
+                    .notifications
+                    .entry((dir(direction), name))
+                    .or_default() += 1;
+                seen = Some((direction, Seen::of(message)));
+            }
+            Event::Response { direction, message } => {
+                counts.responses[dir(direction)] += 1;
+                if direction == Direction::PoolToMiner {
+                    match message.outcome() {
+                        Outcome::Accepted => counts.accepted_outcomes += 1,
+                        Outcome::Rejected(e) => counts.rejected_outcomes.add(e.code),
+                        Outcome::Value => {}
+                    }
+                }
+                seen = Some((direction, Seen::of(message)));
+            }
+            Event::ParseFailed {
+                direction,
+                failure,
+                line_bytes,
+            } => {
+                counts.parse_failures[dir(direction)] += 1;
+                *counts.failures_by_kind.entry(failure.as_str()).or_default() += 1;
+                seen = Some((direction, Seen::Failed(failure, line_bytes)));
+            }
+            Event::Closed {
+                miner_to_pool_bytes,
+                pool_to_miner_bytes,
+                reason,
+                ..
+            } => {
+                counts.closed += 1;
+                drop(counts);
+                let _ = self.closed_tx.try_send(Closed {
+                    id: conn.id,
+                    user: conn.user.clone(),
+                    reason,
+                    miner_to_pool_bytes,
+                    pool_to_miner_bytes,
+                    relayed: conn.relayed,
+                    lines: std::mem::take(&mut conn.lines),
+                });
+                return;
+            }
+        }
+        if let (true, Some((direction, seen))) = (self.record_lines, seen) {
+            conn.lines[dir(direction)].push(seen);
+        }
+    }
+
+    fn refused(&self, _peer: SocketAddr, reason: RefuseReason) {
+        self.lock().refused.push(reason);
+        let _ = self.refused_tx.try_send(reason);
+    }
+}
+
+/// What the framer + message view report for `stream` parsed in one piece.
+pub fn parse_whole(stream: &[u8]) -> Vec<Seen> {
+    use stratum_proxy::stratum::LineFramer;
+    let mut out = Vec::new();
+    LineFramer::new().push(stream, |frame| out.push(seen_frame(frame)));
+    out
+}
+
+/// What the relay reports for one frame.
+pub fn seen_frame(frame: stratum_proxy::stratum::Frame<'_>) -> Seen {
+    use stratum_proxy::stratum::Frame;
+    match frame {
+        Frame::Overlong(n) => Seen::Failed(ParseFailure::TooLong, n),
+        Frame::Line(line) => match Message::parse(line) {
+            Ok(message) => Seen::of(&message),
+            Err(failure) => Seen::Failed(failure, line.len()),
+        },
+    }
+}
