@@ -388,3 +388,106 @@ pub fn seen_frame(frame: stratum_proxy::stratum::Frame<'_>) -> Seen {
         },
     }
 }
+
+/// A raw TCP peer for tests that need exact control of what is sent.
+pub struct Peer {
+    pub stream: smol::Async<std::net::TcpStream>,
+    /// Bytes read but not yet consumed by `read_line`.
+    unread: Vec<u8>,
+    /// Every byte read so far.
+    pub received: Vec<u8>,
+}
+
+impl Peer {
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> Peer {
+        let stream = within("connect", smol::Async::<std::net::TcpStream>::connect(addr))
+            .await
+            .expect("connect");
+        Peer::from_stream(stream)
+    }
+
+    /// Wraps an accepted stream.
+    pub fn from_stream(stream: smol::Async<std::net::TcpStream>) -> Peer {
+        Peer {
+            stream,
+            unread: Vec::new(),
+            received: Vec::new(),
+        }
+    }
+
+    /// Writes all of `bytes`.
+    pub async fn send(&self, bytes: &[u8]) {
+        use smol::io::AsyncWriteExt;
+        let mut writer = &self.stream;
+        within("a write", writer.write_all(bytes))
+            .await
+            .expect("write");
+    }
+
+    /// Reads one chunk; 0 at EOF or on a reset.
+    async fn fill(&mut self) -> usize {
+        use smol::io::AsyncReadExt;
+        let mut chunk = [0u8; 16 * 1024];
+        let mut reader = &self.stream;
+        let n = within("a read", reader.read(&mut chunk)).await.unwrap_or(0);
+        self.unread.extend_from_slice(&chunk[..n]);
+        self.received.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// The next line without its newline; `None` at EOF.
+    pub async fn read_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(pos) = self.unread.iter().position(|&b| b == b'\n') {
+                let line = self.unread[..pos].to_vec();
+                self.unread.drain(..=pos);
+                return Some(line);
+            }
+            if self.fill().await == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Sends a `mining.subscribe` with `id` and reads lines until its answer.
+    pub async fn roundtrip(&mut self, id: u64) {
+        self.send(
+            format!("{{\"id\":{id},\"method\":\"mining.subscribe\",\"params\":[]}}\n").as_bytes(),
+        )
+        .await;
+        let prefix = format!("{{\"id\":{id},");
+        while let Some(line) = self.read_line().await {
+            if line.starts_with(prefix.as_bytes()) {
+                return;
+            }
+        }
+        panic!("connection closed before the answer to request {id}");
+    }
+
+    /// Reads until EOF (or a reset); returns how many bytes that was.
+    pub async fn read_to_eof(&mut self) -> usize {
+        let mut total = 0;
+        loop {
+            match self.fill().await {
+                0 => return total,
+                n => total += n,
+            }
+        }
+    }
+
+    /// Reads until `n` bytes in all have been received (or EOF).
+    pub async fn read_until_total(&mut self, n: usize) {
+        while self.received.len() < n {
+            if self.fill().await == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// A loopback port with nothing listening on it (bound, read back, released).
+pub fn unused_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr")
+}
