@@ -1,27 +1,35 @@
 //! The HTTP side: `/metrics`, `/healthz` and `/status` on tiny_http.
 //!
 //! It runs on its own threads, never on the relay's executor, so a slow or
-//! hostile HTTP client cannot stall relaying. A fixed number of worker
-//! threads answer requests; tiny_http reads each connection on a thread of
-//! its own, so accepted sockets inherit read/write timeouts from the listener
-//! and a client that stops sending is dropped after [`HTTP_IO_TIMEOUT`].
+//! hostile HTTP client cannot stall relaying. tiny_http reads every
+//! connection on a thread of its own and offers no connection limit or
+//! socket timeout, so it listens only on an internal loopback port behind a
+//! gate: one thread accepts the public port, admits at most
+//! [`MAX_HTTP_CONNECTIONS`] at once, cuts each after [`HTTP_CONNECTION_LIFETIME`]
+//! and splices the bytes through. Threads: the gate, at most
+//! `MAX_HTTP_CONNECTIONS` tiny_http readers, and `http_threads` workers.
 
+use std::cell::Cell;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
+use smol::Timer;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::config::Secret;
 use crate::metrics::{Collector, process};
 
-/// Read and write timeout of every HTTP connection.
-pub const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most HTTP connections served at once; more are closed on accept.
+pub const MAX_HTTP_CONNECTIONS: usize = 16;
+/// Longest an HTTP connection may stay open (a scrape takes milliseconds;
+/// a keep-alive scraper simply reconnects).
+pub const HTTP_CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Content type of the Prometheus text format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -74,12 +82,11 @@ impl App {
         if !matches!(method, Method::Get | Method::Head) {
             return Reply::text(405, "method not allowed: use GET\n");
         }
-        if path != "/healthz" {
-            if let Some(token) = &self.token {
-                if !authorization.is_some_and(|a| token.matches_bearer(a)) {
-                    return Reply::text(401, "unauthorized: send Authorization: Bearer <token>\n");
-                }
-            }
+        if path != "/healthz"
+            && let Some(token) = &self.token
+            && !authorization.is_some_and(|a| token.matches_bearer(a))
+        {
+            return Reply::text(401, "unauthorized: send Authorization: Bearer <token>\n");
         }
         match path {
             "/metrics" => Reply {
@@ -123,18 +130,25 @@ impl App {
 pub struct HttpServer {
     server: Arc<Server>,
     workers: Vec<JoinHandle<()>>,
+    gate: Option<(smol::channel::Sender<()>, JoinHandle<()>)>,
     local_addr: SocketAddr,
 }
 
 impl HttpServer {
     /// Binds `listen` (port 0: any free port) and starts `threads` workers.
     pub fn start(listen: SocketAddr, threads: usize, app: Arc<App>) -> io::Result<HttpServer> {
-        let listener = TcpListener::bind(listen)?;
-        let local_addr = listener.local_addr()?;
-        let listener = with_io_timeouts(listener, HTTP_IO_TIMEOUT)?;
+        let public = TcpListener::bind(listen)?;
+        let local_addr = public.local_addr()?;
+        let internal = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let internal_addr = internal.local_addr()?;
         let server = Arc::new(
-            Server::from_listener(listener, None).map_err(|e| io::Error::other(e.to_string()))?,
+            Server::from_listener(internal, None).map_err(|e| io::Error::other(e.to_string()))?,
         );
+        let (stop_gate, gate_stopped) = smol::channel::bounded::<()>(1);
+        let public = async_net::TcpListener::try_from(public)?;
+        let gate = std::thread::Builder::new()
+            .name("http-gate".into())
+            .spawn(move || smol::block_on(gate(public, internal_addr, gate_stopped)))?;
         let workers = (0..threads.max(1))
             .map(|n| {
                 let server = server.clone();
@@ -142,6 +156,9 @@ impl HttpServer {
                 std::thread::Builder::new()
                     .name(format!("http-{n}"))
                     .spawn(move || {
+                        // recv() fails only when unblocked for shutdown or
+                        // when tiny_http's accept thread died (then it will
+                        // fail forever): either way this worker is done.
                         while let Ok(request) = server.recv() {
                             answer(&app, request);
                         }
@@ -151,6 +168,7 @@ impl HttpServer {
         Ok(HttpServer {
             server,
             workers,
+            gate: Some((stop_gate, gate)),
             local_addr,
         })
     }
@@ -160,8 +178,12 @@ impl HttpServer {
         self.local_addr
     }
 
-    /// Stops the workers.
-    pub fn stop(self) {
+    /// Stops the gate and the workers.
+    pub fn stop(mut self) {
+        if let Some((stop, gate)) = self.gate.take() {
+            drop(stop);
+            let _ = gate.join();
+        }
         self.server.unblock();
         for _ in 1..self.workers.len() {
             self.server.unblock();
@@ -184,7 +206,10 @@ fn answer(app: &App, request: Request) {
     let head = *request.method() == Method::Head;
     let mut response = Response::from_string(reply.body)
         .with_status_code(reply.status)
-        .with_header(header);
+        .with_header(header)
+        // A Content-Length instead of chunks: the body is in memory anyway
+        // and the simplest scrapers (busybox wget, nc) read it as is.
+        .with_chunked_threshold(usize::MAX);
     if reply.status == 405 {
         response.add_header(Header::from_bytes(&b"Allow"[..], &b"GET, HEAD"[..]).expect("static"));
     }
@@ -195,13 +220,63 @@ fn answer(app: &App, request: Request) {
     };
 }
 
-/// Sets SO_RCVTIMEO/SO_SNDTIMEO on a listening socket; Linux copies them to
-/// every socket it accepts, which is how tiny_http's per-connection threads
-/// get a timeout without us owning its accept loop.
-fn with_io_timeouts(listener: TcpListener, timeout: Duration) -> io::Result<TcpListener> {
-    // The fd is the same socket throughout; TcpStream only lends its setters.
-    let stream = TcpStream::from(OwnedFd::from(listener));
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    Ok(TcpListener::from(OwnedFd::from(stream)))
+/// Admits public HTTP connections (bounded, time-limited) and splices each
+/// to tiny_http's internal listener.
+async fn gate(
+    public: async_net::TcpListener,
+    internal: SocketAddr,
+    stopped: smol::channel::Receiver<()>,
+) {
+    let executor = smol::LocalExecutor::new();
+    let open = Rc::new(Cell::new(0usize));
+    let accept = async {
+        loop {
+            let client = match public.accept().await {
+                Ok((client, _)) => client,
+                Err(e) => {
+                    log::warn!("metrics port: accept failed, backing off: {e}");
+                    Timer::after(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if open.get() >= MAX_HTTP_CONNECTIONS {
+                continue; // Dropped: closed at once.
+            }
+            open.set(open.get() + 1);
+            let open = open.clone();
+            executor
+                .spawn(async move {
+                    let _ = smol::future::or(splice(client, internal), async {
+                        Timer::after(HTTP_CONNECTION_LIFETIME).await;
+                        Ok(())
+                    })
+                    .await;
+                    open.set(open.get() - 1);
+                })
+                .detach();
+        }
+    };
+    executor
+        .run(smol::future::or(accept, async {
+            let _ = stopped.recv().await;
+        }))
+        .await;
+}
+
+/// Copies bytes both ways between a client and tiny_http until either ends.
+async fn splice(client: async_net::TcpStream, internal: SocketAddr) -> io::Result<()> {
+    let server = async_net::TcpStream::connect(internal).await?;
+    let (client_read, server_write) = (client.clone(), server.clone());
+    let up = async {
+        let r = smol::io::copy(client_read, server_write.clone()).await;
+        let _ = server_write.shutdown(Shutdown::Write);
+        r
+    };
+    let down = async {
+        let r = smol::io::copy(server, client.clone()).await;
+        let _ = client.shutdown(Shutdown::Write);
+        r
+    };
+    let (a, b) = smol::future::zip(up, down).await;
+    a.and(b).map(drop)
 }

@@ -3,6 +3,7 @@
 //! Exit codes: 0 after a clean shutdown, 2 for a configuration error (the
 //! systemd unit does not restart on it), 1 when the proxy cannot start.
 
+use std::io::Write as _;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,7 +29,8 @@ const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
 fn main() -> ExitCode {
     let top = cli::parse_from_env();
     if top.version {
-        println!("{}", cli::VERSION_LINE);
+        // Ignore a closed pipe (`stratum-proxy --version | head -c1`).
+        let _ = writeln!(std::io::stdout(), "{}", cli::VERSION_LINE);
         return ExitCode::SUCCESS;
     }
     match &top.command {

@@ -545,17 +545,17 @@ impl Collector {
                 }
                 Outcome::Value => self.reject(client, RejectReason::Other),
             }
-        } else if let (Some(client), Outcome::Accepted) = (pending.login_client, &outcome) {
-            if !Arc::ptr_eq(&client, &conn.client) {
-                info!(
-                    "conn={} peer={} authorized client_id={}",
-                    conn.id, conn.peer, client.id
-                );
-                if conn.difficulty > 0.0 {
-                    client.difficulty.set(conn.difficulty);
-                }
-                conn.client = client;
+        } else if let (Some(client), Outcome::Accepted) = (pending.login_client, &outcome)
+            && !Arc::ptr_eq(&client, &conn.client)
+        {
+            info!(
+                "conn={} peer={} authorized client_id={}",
+                conn.id, conn.peer, client.id
+            );
+            if conn.difficulty > 0.0 {
+                client.difficulty.set(conn.difficulty);
             }
+            conn.client = client;
         }
     }
 

@@ -1,0 +1,386 @@
+//! The daemon end to end: the real binary between the simulators, checked
+//! through its own `/metrics`, `/status`, `/healthz`, logs, sd_notify and
+//! exit codes.
+
+mod daemon;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use daemon::{Proxy, SimRuntime, WAIT, http, temp_path};
+use serde_json::Value;
+use stratum_proxy::sim::RejectCode;
+use stratum_proxy::sim::miner::{FleetReport, MinerConfig, MinerSim};
+use stratum_proxy::sim::pool::{PoolConfig, PoolSim};
+
+const DIFFICULTY: f64 = 512.0;
+
+fn pool(rt: &SimRuntime, config: PoolConfig) -> PoolSim {
+    PoolSim::start(&rt.executor, "127.0.0.1:0".parse().unwrap(), config).expect("pool-sim")
+}
+
+fn fleet(proxy: &Proxy, miners: usize, accounts: &[&str], submits: u64) -> MinerConfig {
+    let mut config = MinerConfig::new(proxy.listen, miners);
+    config.accounts = accounts.iter().map(|a| a.to_string()).collect();
+    config.rate_per_second = 100.0;
+    config.submits = Some(submits);
+    config
+}
+
+fn run_fleet(rt: &SimRuntime, config: MinerConfig) -> FleetReport {
+    let sim = MinerSim::start(&rt.executor, config);
+    smol::block_on(sim.finish())
+}
+
+#[test]
+fn metrics_equal_simulator_ground_truth() {
+    let rt = SimRuntime::new();
+    let pool = pool(
+        &rt,
+        PoolConfig {
+            difficulty: DIFFICULTY,
+            notify_interval: Some(Duration::from_millis(100)),
+            reject_ratio: 0.25,
+            reject_codes: vec![
+                RejectCode::JobNotFound,
+                RejectCode::Duplicate,
+                RejectCode::LowDifficulty,
+                RejectCode::Unauthorized,
+            ],
+            latency: Duration::ZERO,
+        },
+    );
+    let proxy = Proxy::start(pool.local_addr(), &["--log-level", "info"], &[]);
+    let mut config = fleet(&proxy, 6, &["alice", "bob", "carol"], 40);
+    config.configure = true;
+    let report = run_fleet(&rt, config);
+    assert_eq!(
+        report.totals.errors,
+        0,
+        "{:?}",
+        report.miners.iter().map(|m| &m.error).collect::<Vec<_>>()
+    );
+    assert_eq!(report.totals.submits, 240);
+    assert_eq!(report.totals.unanswered, 0);
+
+    let m = proxy.scrape_until("every connection closed", |m| {
+        m.sum("stratum_connection_duration_seconds_count", &[]) == 6.0
+    });
+    assert_eq!(m.sum("stratum_active_connections", &[]), 0.0);
+    assert_eq!(m.sum("stratum_connections_total", &[]), 6.0);
+    assert_eq!(m.sum("stratum_connect_latency_seconds_count", &[]), 6.0);
+    assert_eq!(
+        m.sum("stratum_bytes_sent_total", &[]),
+        report.totals.bytes_sent as f64
+    );
+    assert_eq!(
+        m.sum("stratum_bytes_received_total", &[]),
+        report.totals.bytes_received as f64
+    );
+    assert_eq!(m.sum("stratum_parse_failures_total", &[]), 0.0);
+    assert_eq!(m.sum("stratum_pending_requests", &[]), 0.0);
+    assert_eq!(m.sum("stratum_expired_requests_total", &[]), 0.0);
+    // Every response the miners got was correlated with its request.
+    assert_eq!(
+        m.sum("stratum_request_response_seconds_count", &[]),
+        report.totals.responses as f64
+    );
+    assert_eq!(
+        m.sum(
+            "stratum_request_response_seconds_count",
+            &[("method", "mining.submit")]
+        ),
+        240.0
+    );
+
+    for account in ["alice", "bob", "carol"] {
+        let mine: Vec<_> = report
+            .miners
+            .iter()
+            .filter(|r| r.user.starts_with(&format!("{account}.")))
+            .collect();
+        assert_eq!(mine.len(), 2);
+        let client = [("client_id", account)];
+        let submits: u64 = mine.iter().map(|r| r.submits_sent).sum();
+        let accepted: u64 = mine.iter().map(|r| r.accepted).sum();
+        let rejected = |f: fn(&stratum_proxy::sim::RejectCounts) -> u64| -> f64 {
+            mine.iter().map(|r| f(&r.rejected)).sum::<u64>() as f64
+        };
+        assert_eq!(
+            m.sum("stratum_submits_total", &client),
+            submits as f64,
+            "{account}"
+        );
+        assert_eq!(
+            m.sum("stratum_accepted_shares_total", &client),
+            accepted as f64,
+            "{account}"
+        );
+        assert_eq!(
+            m.sum("stratum_accepted_difficulty_total", &client),
+            accepted as f64 * DIFFICULTY,
+            "{account}"
+        );
+        assert_eq!(m.sum("stratum_current_difficulty", &client), DIFFICULTY);
+        for (reason, count) in [
+            ("stale", rejected(|r| r.job_not_found)),
+            ("duplicate", rejected(|r| r.duplicate)),
+            ("low_difficulty", rejected(|r| r.low_difficulty)),
+            ("unauthorized", rejected(|r| r.unauthorized)),
+            ("other", rejected(|r| r.other)),
+        ] {
+            assert_eq!(
+                m.sum(
+                    "stratum_rejected_shares_total",
+                    &[("client_id", account), ("reason", reason)]
+                ),
+                count,
+                "{account} {reason}"
+            );
+        }
+    }
+    // The simulators agree with each other too, and something was rejected.
+    let stats = pool.stats();
+    assert_eq!(stats.submits, 240);
+    assert_eq!(stats.accepted, report.totals.accepted);
+    assert_eq!(m.sum("stratum_rejected_shares_total", &[]), 60.0);
+    assert_eq!(
+        m.sum("stratum_submits_total", &[("client_id", "_unknown")]),
+        0.0
+    );
+    assert_eq!(
+        m.sum(
+            "stratum_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+    ] {
+        assert!(m.has(name), "{name} missing");
+    }
+}
+
+#[test]
+fn http_endpoints_status_health_errors_and_token() {
+    let rt = SimRuntime::new();
+    let pool = pool(&rt, PoolConfig::default());
+    let proxy = Proxy::start(pool.local_addr(), &["--metrics-token", "tok-123"], &[]);
+
+    let (status, body) = proxy.get("/healthz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("pool reachable"), "{body}");
+    assert_eq!(proxy.get("/nope").0, 404);
+    assert_eq!(http(proxy.metrics, "POST", "/metrics", &[]).0, 405);
+    assert_eq!(proxy.get("/metrics").0, 401);
+    assert_eq!(proxy.get("/status").0, 401);
+    let auth = [("Authorization", "Bearer tok-123")];
+    let (status, text) = http(proxy.metrics, "GET", "/metrics", &auth);
+    assert_eq!(status, 200);
+    assert!(text.contains("# HELP stratum_connections_total"), "{text}");
+    assert_eq!(
+        http(
+            proxy.metrics,
+            "GET",
+            "/metrics",
+            &[("Authorization", "Bearer wrong")]
+        )
+        .0,
+        401
+    );
+
+    let report = run_fleet(&rt, fleet(&proxy, 2, &["dave"], 5));
+    assert_eq!(report.totals.accepted, 10);
+    let (status, body) = http(proxy.metrics, "GET", "/status", &auth);
+    assert_eq!(status, 200);
+    let status: Value = serde_json::from_str(&body).expect("status is JSON");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["config"]["pool"], pool.local_addr().to_string());
+    assert_eq!(status["config"]["metrics_token"], "********");
+    assert!(!body.contains("tok-123"));
+    assert_eq!(status["connections"]["total"], 2);
+    let dave = status["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == "dave")
+        .cloned();
+    let dave = dave.expect("dave in /status");
+    assert_eq!(dave["submits"], 10);
+    assert_eq!(dave["accepted"], 10);
+    assert!(status["uptime_seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn healthz_turns_503_when_every_upstream_attempt_fails() {
+    // A port with nothing listening: bind, read the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = Proxy::start(dead, &["--log-level", "info"], &[]);
+    proxy.wait_for_log("is not reachable yet");
+    let (status, body) = proxy.get("/healthz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("unreachable"), "{body}");
+    let m = proxy.scrape();
+    assert_eq!(m.sum("stratum_pool_reachable", &[]), 0.0);
+}
+
+#[test]
+fn password_never_appears_in_logs_status_or_metrics() {
+    const MARKER: &str = "pw-5e2b9d71-do-not-log";
+    let rt = SimRuntime::new();
+    let pool = pool(&rt, PoolConfig::default());
+    for format in ["journald", "json", "text"] {
+        let proxy = Proxy::start(
+            pool.local_addr(),
+            &["--log-level", "trace", "--log-format", format],
+            &[],
+        );
+        let mut config = fleet(&proxy, 2, &["erin"], 3);
+        config.password = MARKER.into();
+        let report = run_fleet(&rt, config);
+        assert_eq!(report.totals.accepted, 6);
+        proxy.scrape_until("connections closed", |m| {
+            m.sum("stratum_connection_duration_seconds_count", &[]) == 2.0
+        });
+        proxy.wait_for_log("closed by");
+        let log = proxy.log_text();
+        let (_, status) = proxy.get("/status");
+        let (_, metrics) = proxy.get("/metrics");
+        for (what, text) in [("log", &log), ("/status", &status), ("/metrics", &metrics)] {
+            assert!(
+                !text.contains(MARKER),
+                "password in {what} ({format}):\n{text}"
+            );
+            // No raw JSON-RPC line: the method may be a label, its params never.
+            assert!(
+                !text.contains("\"params\""),
+                "a raw message in {what} ({format})"
+            );
+        }
+        // Connection lines carry the id and peer.
+        let opened = proxy.wait_for_log(" opened");
+        assert!(
+            opened.contains("conn=") && opened.contains("peer=127.0.0.1:"),
+            "{opened}"
+        );
+        if format == "journald" {
+            assert!(
+                opened.starts_with("<6>"),
+                "info line without priority: {opened}"
+            );
+            assert!(
+                log.lines().all(|l| l.starts_with('<')),
+                "unprefixed line:\n{log}"
+            );
+        }
+        if format == "json" {
+            for line in log.lines() {
+                let v: Value =
+                    serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+                assert!(v["level"].is_string() && v["msg"].is_string(), "{line}");
+            }
+        }
+    }
+}
+
+/// Receives sd_notify datagrams until one equals `want` (bounded).
+fn expect_notify(socket: &UnixDatagram, want: &str) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.lines().any(|l| l == want) {
+                return;
+            }
+        }
+    }
+    panic!("no {want} from the proxy");
+}
+
+fn notify_socket() -> (UnixDatagram, String) {
+    let path = temp_path("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    (socket, path.to_string_lossy().into_owned())
+}
+
+fn wait_connected(sim: &MinerSim, n: u64) {
+    let deadline = Instant::now() + WAIT;
+    while sim.live().connected < n || sim.live().accepted < n {
+        assert!(Instant::now() < deadline, "miners did not connect");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sigterm_lets_open_relays_finish_then_exits_zero() {
+    let rt = SimRuntime::new();
+    let pool = pool(&rt, PoolConfig::default());
+    let (notify, notify_path) = notify_socket();
+    let mut proxy = Proxy::start(pool.local_addr(), &[], &[("NOTIFY_SOCKET", &notify_path)]);
+    expect_notify(&notify, "READY=1");
+
+    let mut config = fleet(&proxy, 3, &["frank"], u64::MAX);
+    config.submits = None;
+    config.duration = Some(Duration::from_millis(1500));
+    config.rate_per_second = 20.0;
+    let sim = MinerSim::start(&rt.executor, config);
+    wait_connected(&sim, 3);
+    proxy.signal("TERM");
+    expect_notify(&notify, "STOPPING=1");
+    proxy.wait_for_log("SIGTERM: not accepting miners");
+    // The listener is closed: a new miner is not accepted.
+    assert!(
+        std::net::TcpStream::connect(proxy.listen).is_err(),
+        "listener still open after SIGTERM"
+    );
+
+    let report = smol::block_on(sim.finish());
+    assert_eq!(proxy.wait_exit(), Some(0), "{}", proxy.log_text());
+    // No relay was cut: every miner finished its session and got every answer.
+    assert_eq!(report.totals.errors, 0);
+    assert_eq!(report.totals.unanswered, 0);
+    assert!(report.miners.iter().all(|m| m.eof));
+    assert!(report.totals.submits > 3);
+    let log = proxy.log_text();
+    assert!(!log.contains("grace period over"), "{log}");
+    let _ = std::fs::remove_file(notify_path);
+}
+
+#[test]
+fn grace_period_expiry_closes_remaining_relays_and_exits_zero() {
+    let rt = SimRuntime::new();
+    let pool = pool(&rt, PoolConfig::default());
+    let mut proxy = Proxy::start(pool.local_addr(), &["--shutdown-grace-seconds", "0.3"], &[]);
+    let mut config = fleet(&proxy, 3, &["gina"], u64::MAX);
+    config.submits = None;
+    config.duration = Some(Duration::from_secs(60));
+    config.rate_per_second = 5.0;
+    let sim = MinerSim::start(&rt.executor, config);
+    wait_connected(&sim, 3);
+    proxy.signal("INT");
+    assert_eq!(proxy.wait_exit(), Some(0), "{}", proxy.log_text());
+    let log = proxy.log_text();
+    assert!(
+        log.contains("grace period over: closing 3 connections"),
+        "{log}"
+    );
+    assert_eq!(log.matches("closed by Proxy: shutdown").count(), 3, "{log}");
+    // The miners see their connections end although they wanted to go on.
+    let report = smol::block_on(sim.finish());
+    assert!(
+        report.miners.iter().all(|m| m.eof || m.error.is_some()),
+        "{:?}",
+        report.miners
+    );
+}
