@@ -32,7 +32,6 @@ if ! dpkg --print-foreign-architectures | grep -qx armhf; then
     dpkg --add-architecture armhf
     need_update=1
 fi
-stamp=/var/lib/apt/periodic/update-success-stamp
 if [ "$need_update" = 1 ] || ! ls /var/lib/apt/lists/*bookworm-backports*Packages* >/dev/null 2>&1 \
     || ! ls /var/lib/apt/lists/*binary-armhf_Packages* >/dev/null 2>&1; then
     log "apt-get update"

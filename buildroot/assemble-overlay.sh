@@ -22,7 +22,7 @@ usage() {
 
 here=$(cd "$(dirname "$0")" && pwd)
 systemd_dir="$here/../systemd"
-binary= out= config="$systemd_dir/config.json"
+binary="" out="" config="$systemd_dir/config.json"
 while [ $# -gt 0 ]; do
     case "$1" in
         --binary) [ $# -ge 2 ] || usage; binary=$2; shift 2 ;;
@@ -32,11 +32,13 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; usage ;;
     esac
 done
-[ -n "$binary" ] && [ -n "$out" ] || usage
+if [ -z "$binary" ] || [ -z "$out" ]; then usage; fi
 [ -f "$binary" ] || { echo "no such binary: $binary" >&2; exit 1; }
 [ -f "$config" ] || { echo "no such config: $config" >&2; exit 1; }
 out=${out%/}
-[ -n "$out" ] && [ "$(realpath -m "$out")" != / ] || { echo "refusing to use / as --out" >&2; exit 1; }
+if [ -z "$out" ] || [ "$(realpath -m "$out")" = / ]; then
+    echo "refusing to use / as --out" >&2; exit 1
+fi
 
 # The gateway has no dynamic loader for us: refuse anything but a static ELF.
 if command -v file >/dev/null; then
