@@ -327,7 +327,10 @@ impl<O: Observer> Relay<'_, '_, O> {
                 }
                 return Ok(true);
             }
-            match self.sockets[dst].get_ref().write(&pipe.unsent[pipe.unsent_from..]) {
+            match self.sockets[dst]
+                .get_ref()
+                .write(&pipe.unsent[pipe.unsent_from..])
+            {
                 Ok(n) => {
                     pipe.unsent_from += n;
                     self.relayed(direction, n);
