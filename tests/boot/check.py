@@ -28,7 +28,7 @@ import urllib.request
 # forwarded Stratum port; override with POOL_SIM_ARGS / MINER_SIM_ARGS.
 POOL_SIM_ARGS = os.environ.get("POOL_SIM_ARGS", "--listen 127.0.0.1:0")
 MINER_SIM_ARGS = os.environ.get(
-    "MINER_SIM_ARGS", "--pool {addr} --miners {miners} --shares {shares}")
+    "MINER_SIM_ARGS", "--pool {addr} --miners {miners} --submits {shares} --rate 10")
 
 POOL_START_TIMEOUT_SECONDS = 30
 HTTP_TIMEOUT_SECONDS = 10
@@ -145,8 +145,28 @@ def total(text, name):
 
 # ---- miner-sim summary ------------------------------------------------------------
 
+def flatten(obj, prefix=""):
+    out = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}".lower()
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = v
+    return out
+
+
 def parse_summary(text):
-    """Numbers miner-sim reports, from a JSON object line or key=value / key: value words."""
+    """Numbers miner-sim reports: its JSON summary (pretty-printed or one
+    line), else key=value / key: value words."""
+    start = text.find("{")
+    if start >= 0:
+        try:
+            obj, _ = json.JSONDecoder().raw_decode(text[start:])
+            if isinstance(obj, dict):
+                return flatten(obj)
+        except ValueError:
+            pass
     found = {}
     for line in text.splitlines():
         line = line.strip()
@@ -251,9 +271,12 @@ class Run:
         if p.returncode != 0:
             raise Failure(f"miner-sim exited {p.returncode}")
         found = parse_summary(p.stdout + "\n" + p.stderr)
-        k_sent, sent = pick(found, r"submit.*sent|sent.*submit", r"submits?$", r"submit",
+        k_sent, sent = pick(found, r"^totals\.submits$", r"submit.*sent|sent.*submit", r"submits?$",
                             exclude=(r"accept", r"reject", r"fail", r"error", r"rate"))
-        k_acc, accepted = pick(found, r"accept")
+        for key in ("totals.errors", "totals.unanswered"):
+            if found.get(key):
+                raise Failure(f"miner-sim reports {key}={found[key]}")
+        k_acc, accepted = pick(found, r"^totals\.accepted$", r"accept")
         if sent is None:
             raise Failure(f"miner-sim reported no submit count (parsed {found})")
         if sent <= 0:
