@@ -85,7 +85,7 @@ fi
 
 if [ "${FIRMWARE_ARMV7:-1}" = 1 ]; then
     step "armv7 release build ($ARMV7, nightly -Z build-std)"
-    if cargo +nightly build --locked --release --target "$ARMV7" -Z build-std=std,panic_abort --bin stratum-proxy; then
+    if cargo +nightly build-armv7 --locked --bin stratum-proxy; then   # alias in .cargo/config.toml
         bin7=$target_dir/$ARMV7/release/stratum-proxy
         cp "$bin7" "$out/stratum-proxy-armv7"
         check_binary "$bin7" 'ELF 32-bit LSB*executable, ARM, EABI5*static*' armv7
