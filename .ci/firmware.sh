@@ -72,6 +72,13 @@ else
     bad "aarch64 size $size > budget $BUDGET_BYTES bytes (1.5 MiB)"
 fi
 if qemu-aarch64-static "$bin" --help >/dev/null; then ok "aarch64 binary runs under qemu (--help)"; else bad "aarch64 binary does not run under qemu"; fi
+# The gateway's default config (installed as /etc/stratum-proxy/config.json)
+# must be accepted by the binary it ships with.
+if qemu-aarch64-static "$bin" check-config --config systemd/config.json >/dev/null; then
+    ok "systemd/config.json accepted by check-config"
+else
+    bad "systemd/config.json refused by check-config"
+fi
 took
 
 if [ "${FIRMWARE_SIZE_REPORT:-1}" = 1 ]; then
