@@ -63,7 +63,10 @@ fn main() -> ExitCode {
         eprintln!("miner-sim: give --seconds S or --submits K");
         return ExitCode::from(2);
     }
-    if !(args.rate >= 0.0) || args.seconds.is_some_and(|s| !(s.is_finite() && s >= 0.0)) {
+    if args.rate.is_nan()
+        || args.rate < 0.0
+        || args.seconds.is_some_and(|s| !(s.is_finite() && s >= 0.0))
+    {
         eprintln!("miner-sim: --rate and --seconds must be 0 or more");
         return ExitCode::from(2);
     }

@@ -51,7 +51,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !(0.0..=1.0).contains(&args.reject_ratio) || !(args.difficulty > 0.0) {
+    if !(0.0..=1.0).contains(&args.reject_ratio)
+        || args.difficulty.is_nan()
+        || args.difficulty <= 0.0
+    {
         eprintln!("pool-sim: --reject-ratio must be 0.0-1.0 and --difficulty above 0");
         return ExitCode::from(2);
     }

@@ -309,6 +309,11 @@ impl MinerSim {
         self.stop.stop();
     }
 
+    /// The live counters themselves, readable after [`finish`](Self::finish) took the fleet.
+    pub fn live_counters(&self) -> Arc<LiveCounters> {
+        self.live.clone()
+    }
+
     /// A handle that stops the fleet, usable while [`finish`](Self::finish) runs.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
