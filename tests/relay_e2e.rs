@@ -95,6 +95,11 @@ fn sims_through_relay_bytes_and_counts_match_exactly() {
         assert_eq!(m.error, None, "{}", m.user);
         assert!(m.authorized && m.eof, "{}", m.user);
         assert_eq!(m.unanswered, 0, "{}", m.user);
+        assert_eq!(
+            m.mismatched_ids, 0,
+            "answers in request order for {}",
+            m.user
+        );
     }
     let totals = |r: &FleetReport| r.totals.clone();
     let (ta, tb) = (totals(&report_a), totals(&report_b));

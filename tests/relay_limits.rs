@@ -1,5 +1,5 @@
 //! The relay's limits and failure paths, each in its own test, over loopback:
-//! max connections, idle and handshake timeouts, unreachable pool, pool
+//! max connections, the new-connection rate limit, idle and handshake timeouts, unreachable pool, pool
 //! closing mid-stream, a 10 MB line without newline, binary garbage.
 
 mod common;
@@ -65,6 +65,34 @@ fn connection_past_max_is_refused_and_counted_while_others_keep_working() {
         assert_eq!(counts.accepted, 2);
         assert_eq!(counts.closed, 0);
         assert_eq!(pool.stats().connections, 2);
+    });
+}
+
+#[test]
+fn connection_past_the_rate_limit_burst_is_refused_and_counted() {
+    let rt = Runtime::new(2);
+    let pool = quiet_pool(&rt);
+    let observer = TestObserver::new(false);
+    // A burst of two and (practically) no refill during the test.
+    let limits = Limits {
+        accept_burst: 2,
+        accept_rate_per_second: 0.001,
+        ..Limits::default()
+    };
+    let relay = start_relay(&rt, pool.local_addr(), limits, observer.clone());
+    rt.block_on(async {
+        let mut a = Peer::connect(relay.addr).await;
+        let mut b = Peer::connect(relay.addr).await;
+        a.roundtrip(1).await;
+        b.roundtrip(1).await;
+        let mut c = Peer::connect(relay.addr).await;
+        assert_eq!(observer.next_refused().await, RefuseReason::RateLimit);
+        assert_eq!(c.read_to_eof().await, 0);
+        a.roundtrip(2).await;
+        b.roundtrip(2).await;
+        let counts = observer.counts();
+        assert_eq!(counts.refused, [RefuseReason::RateLimit]);
+        assert_eq!(counts.accepted, 2);
     });
 }
 

@@ -129,6 +129,8 @@ pub struct MinerReport {
     pub rejected: RejectCounts,
     /// Requests never answered.
     pub unanswered: u64,
+    /// Answers whose id was not the id of the oldest outstanding request.
+    pub mismatched_ids: u64,
     /// `mining.notify` received.
     pub notifies: u64,
     /// `mining.set_difficulty` received.
@@ -167,6 +169,8 @@ pub struct Totals {
     pub responses: u64,
     /// Requests never answered.
     pub unanswered: u64,
+    /// Answers out of request order (see [`MinerReport::mismatched_ids`]).
+    pub mismatched_ids: u64,
     /// `mining.notify` received.
     pub notifies: u64,
     /// `mining.set_difficulty` received.
@@ -214,6 +218,7 @@ impl FleetReport {
             totals.rejected.merge(&m.rejected);
             totals.responses += m.responses;
             totals.unanswered += m.unanswered;
+            totals.mismatched_ids += m.mismatched_ids;
             totals.notifies += m.notifies;
             totals.set_difficulty += m.set_difficulty;
             totals.bytes_sent += m.sent.bytes;
@@ -341,7 +346,8 @@ enum Request {
 /// What the reader learns, shared with the driver.
 #[derive(Default)]
 struct State {
-    pending: VecDeque<(Request, Instant)>,
+    /// Outstanding requests: what, with which id, sent when.
+    pending: VecDeque<(Request, u64, Instant)>,
     job_id: Option<String>,
     report: MinerReport,
 }
@@ -466,12 +472,15 @@ fn on_frame(state: &mut State, frame: Frame<'_>, live: &LiveCounters) {
     };
     match message.kind() {
         Kind::Response => {
-            let Some((request, sent_at)) = state.pending.pop_front() else {
+            let Some((request, id, sent_at)) = state.pending.pop_front() else {
                 state.report.other_lines += 1;
                 return;
             };
             let report = &mut state.report;
             report.responses += 1;
+            if message.id().and_then(|i| i.as_u64()) != Some(id) {
+                report.mismatched_ids += 1;
+            }
             let outcome = message.outcome();
             match request {
                 Request::Submit => {
@@ -681,10 +690,15 @@ impl Driver<'_> {
 
     /// Sends `self.line` as a request of type `request`.
     async fn request(&mut self, request: Request) -> Result<(), String> {
+        let id = if request == Request::Submit && self.config.same_id {
+            SAME_SUBMIT_ID
+        } else {
+            self.next_id
+        };
         // Registered before writing: the answer may arrive before write returns.
         lock(self.state)
             .pending
-            .push_back((request, Instant::now()));
+            .push_back((request, id, Instant::now()));
         self.next_id += 1;
         let line = std::mem::take(&mut self.line);
         let result = self.write(line.as_bytes()).await;
