@@ -19,7 +19,7 @@ use stratum_proxy::http::{App, HttpServer};
 use stratum_proxy::metrics::schema::build_recorder;
 use stratum_proxy::metrics::{Collector, CollectorOptions};
 use stratum_proxy::relay::{Limits, Server, Upstream};
-use stratum_proxy::{logging, sdnotify};
+use stratum_proxy::{demo, logging, sdnotify};
 
 /// How often the exporter's upkeep runs (drains histogram samples).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -285,7 +285,8 @@ fn spawn_housekeeping(
         .expect("spawn housekeeping thread");
 }
 
-/// `stratum-proxy demo`: pool simulator, proxy and miners in one process.
+/// `stratum-proxy demo`: pool simulator, proxy and miners in one process,
+/// with the real metrics collector as the relay's observer.
 fn demo(args: &cli::DemoArgs) -> ExitCode {
     let _ = logging::init(log::LevelFilter::Warn, logging::LogFormat::Text);
     let recorder = Arc::new(build_recorder());
@@ -294,14 +295,43 @@ fn demo(args: &cli::DemoArgs) -> ExitCode {
         recorder,
         CollectorOptions {
             pool_host: "pool-sim".into(),
-            client_id: config::ClientIdMode::Account,
+            client_id: config::DEFAULT_CLIENT_ID,
             client_id_cap: config::DEFAULT_CLIENT_ID_CAP,
             request_timeout: config::DEFAULT_REQUEST_TIMEOUT,
             health_interval: config::DEFAULT_HEALTH_INTERVAL,
         },
     ));
-    let _ = (prometheus, args);
-    let _ = collector;
-    eprintln!("stratum-proxy: demo is not wired yet");
-    ExitCode::FAILURE
+    let upkeep = prometheus.clone();
+    let options = demo::DemoOptions {
+        miners: args.miners as usize,
+        seconds: args.seconds,
+        submit_rate: args.submit_rate,
+        handle_signals: true,
+        on_tick: Some(Arc::new(move || upkeep.run_upkeep())),
+        ..Default::default()
+    };
+    match demo::run(collector, options) {
+        Ok(_) => {
+            // What a Prometheus scrape of this run would have seen.
+            println!("\nexported metrics (excerpt):");
+            prometheus
+                .render()
+                .lines()
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && (l.starts_with("stratum_submits_total")
+                            || l.starts_with("stratum_accepted_shares_total")
+                            || (l.starts_with("stratum_rejected_shares_total")
+                                && !l.ends_with(" 0"))
+                            || l.starts_with("stratum_accepted_difficulty_total"))
+                        && !l.contains("client_id=\"_unknown\"")
+                })
+                .for_each(|l| println!("  {l}"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stratum-proxy demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
