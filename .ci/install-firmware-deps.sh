@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the firmware checks need on a fresh Debian 12 (bookworm) machine
 # that already has rustup with the stable (1.95.0) and nightly toolchains:
+#   - the toolchain rust-toolchain.toml pins (run this before any cargo command);
 #   - qemu-user-static from bookworm-backports (bookworm's qemu 7.2 conflicts
 #     with the qemu-utils 10 some images carry), the runner for aarch64 tests;
 #   - armhf musl headers/libc and the armhf cross gcc, for the armv7 build
@@ -77,7 +78,19 @@ done
 # The pinned toolchain (rust-toolchain.toml) gets the aarch64 musl std; the armv7
 # build uses nightly with rust-src (-Z build-std).
 PIN=1.95.0
-rustup toolchain list | grep -q "^$PIN" || rustup toolchain install --profile minimal "$PIN"
+# RUSTUP_AUTO_INSTALL=0 may be set, so the pinned toolchain must exist before
+# any cargo command in this tree. When `stable` already is $PIN, point the
+# pinned name at it (no download); otherwise install it.
+if ! rustup toolchain list | grep -q "^$PIN-"; then
+    host=$(rustc +stable -vV 2>/dev/null | sed -n 's/^host: //p')
+    if [ -n "$host" ] && rustc +stable --version | grep -q "^rustc $PIN "; then
+        log "linking toolchain $PIN-$host to stable (same release)"
+        rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+        ln -sfn "$rustup_home/toolchains/stable-$host" "$rustup_home/toolchains/$PIN-$host"
+    else
+        rustup toolchain install --profile minimal --component clippy,rustfmt "$PIN"
+    fi
+fi
 rustup target list --toolchain "$PIN" --installed | grep -qx aarch64-unknown-linux-musl \
     || rustup target add --toolchain "$PIN" aarch64-unknown-linux-musl
 rustup component list --toolchain "$PIN" --installed | grep -q '^llvm-tools' \
