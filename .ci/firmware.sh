@@ -7,7 +7,8 @@
 #   3. `cargo test --locked --target aarch64-unknown-linux-musl`: the whole
 #      test suite under qemu-aarch64 (.cargo/config.toml sets the runner).
 # Binaries are copied to ${FIRMWARE_OUT:-target/firmware}/stratum-proxy-{aarch64,armv7}
-# for .ci/systemd.sh and the boot test. FIRMWARE_TEST=0 skips step 3.
+# for .ci/systemd.sh and the boot test. FIRMWARE_TEST=0 skips step 3,
+# FIRMWARE_SIZE_REPORT=0 the size breakdown (an extra unstripped build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,7 +106,9 @@ fi
 
 if [ "${FIRMWARE_TEST:-1}" = 1 ]; then
     step "cargo test --locked --target $A64 (under qemu-aarch64)"
-    if cargo test --locked --target "$A64"; then ok "test suite under qemu-aarch64"; else bad "test suite under qemu-aarch64"; fi
+    # FIRMWARE_TEST_ARGS: extra libtest arguments (e.g. "--skip NAME"), word-split.
+    # shellcheck disable=SC2086
+    if cargo test --locked --target "$A64" -- ${FIRMWARE_TEST_ARGS:-}; then ok "test suite under qemu-aarch64"; else bad "test suite under qemu-aarch64"; fi
     took
 fi
 
