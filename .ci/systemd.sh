@@ -10,11 +10,12 @@
 # Usage: .ci/systemd.sh [--binary PATH]   (default: target/firmware/stratum-proxy-aarch64,
 #        which .ci/firmware.sh leaves behind)
 set -euo pipefail
+given=""
+if [ "${1:-}" = --binary ]; then given=$(realpath -m "${2:?--binary needs a path}"); fi
 cd "$(dirname "$0")/.."
 
 MAX_EXPOSURE=1.5
-binary=${FIRMWARE_OUT:-target/firmware}/stratum-proxy-aarch64
-if [ "${1:-}" = --binary ]; then binary=${2:?--binary needs a path}; fi
+binary=${given:-${FIRMWARE_OUT:-target/firmware}/stratum-proxy-aarch64}
 if [ ! -f "$binary" ]; then
     echo "systemd.sh: no binary at $binary: run .ci/firmware.sh first or pass --binary PATH" >&2
     exit 1
