@@ -2,14 +2,16 @@
 """Live test of the monitoring kit against a real Prometheus.
 
 Starts, all on 127.0.0.1 with free ports:
-  - pool-sim with a fixed difficulty;
-  - stratum-proxy in front of it;
+  - stratum-proxy, before anything listens on its pool's port;
   - a Prometheus server (the Debian package's binary, run directly) with a
     temporary TSDB, scrape and evaluation interval 1 s, and the kit's
     recording and alert rules;
-  - miner-sims with known account names and a known submit rate.
+  - briefly, a pool-sim rejecting half the shares (reasons stale and
+    low_difficulty) and a short-lived miner-sim on it;
+  - then a pool-sim with a fixed difficulty that rejects nothing, and
+    miner-sims with known account names, connection counts and submit rates.
 It also provokes the error paths the dashboard draws (an upstream connect
-refused, a handshake timeout, a connection over max_connections), so that
+refused, a handshake timeout, connections over max_connections), so that
 every dashboard query has a series to return.
 
 Then, through Prometheus' HTTP API, it checks:
@@ -32,9 +34,10 @@ compares the recorded value with the expected hashrate. Remaining error:
   - share quantisation: the window holds a whole number of shares; with
     scrapes every second, each end of the window may miss up to one share
     per miner, so +-2 shares per miner over 300 s;
-  - the miners' own timer: miner-sim paces submits itself; its achieved rate
-    is measured independently from two direct reads of the proxy's
-    /metrics (wall clock, no Prometheus) and both figures are reported.
+  - the miners' own timer: miner-sim schedules submit n at start + n/rate,
+    so it does not drift, but a loaded machine may delay some; the achieved
+    rate is also measured independently from two direct reads of the
+    proxy's /metrics (wall clock, no Prometheus) and reported beside it.
 Tolerance = 2 shares per miner per 300 s + 2 % (timer slack on a loaded
 2-core CI machine). With --quick it does not wait 5 m: it checks the same
 expression with a 1 m window instead, and says so.
@@ -69,14 +72,14 @@ TWO_32 = 2 ** 32
 WINDOW_SECONDS = 300          # the recording rules' rate window
 SCRAPE_SECONDS = 1
 
-# The known workload. Each miner-sim is one connection authorizing as
-# "<account>.<worker>"; the proxy's client_id is the account.
+# The known workload: per account, (miner connections, submits/s per miner).
+# miner-sim authorizes each as "<account>.workerN"; the proxy's client_id is
+# the account. The pool sets a fixed difficulty and rejects nothing while the
+# hashrate is measured.
 DIFFICULTY = 64
-SUBMITS_PER_SECOND = 2.0      # per miner
-MINERS = {"alice": ["rig1", "rig2"], "bob": ["rig1"]}
-# A miner of this account gets a known share of its submits rejected, so
-# the reject panels and the reject-ratio rule have data. It is left out of
-# the hashrate check, which needs an exact accepted rate.
+MINERS = {"alice": (2, 2.0), "bob": (1, 2.0), "carol": (1, 1.0)}
+# Before the measured window, a miner of this account mines briefly on a pool
+# that rejects half its shares, so the reject panels and rules have series.
 REJECTING_ACCOUNT = "carol"
 
 DEADLINE_SECONDS = 15 * 60    # the whole test, whatever happens
@@ -142,7 +145,7 @@ def tail(path, n=30):
 
 def check_alive():
     for name, p, path in procs:
-        if p.poll() is not None and name != "short-lived":
+        if p.poll() is not None and name not in FINITE and not name.startswith("pool-sim-rejecting"):
             raise Failure(f"{name} exited with {p.returncode}:\n{tail(path)}")
 
 
@@ -232,20 +235,18 @@ def sum_by(samples, name, label):
 # ---------------------------------------------------------------- scenario
 
 def raw_connect(port, timeout=5):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    return s
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
-def main():
+def stop(name):
+    for n, p, _ in procs:
+        if n == name and p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=10)
+
+
+def main(args):
     global workdir
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bin-dir", required=True, help="directory with stratum-proxy, pool-sim, miner-sim")
-    ap.add_argument("--prometheus", default=shutil.which("prometheus") or "/usr/bin/prometheus")
-    ap.add_argument("--quick", action="store_true",
-                    help="do not wait for a full 5 m window: check the hashrate expression over 1 m instead")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, TSDB)")
-    args = ap.parse_args()
-
     binaries = {b: os.path.join(args.bin_dir, b) for b in ("stratum-proxy", "pool-sim", "miner-sim")}
     for b, p in list(binaries.items()) + [("prometheus", args.prometheus)]:
         if not (os.path.isfile(p) and os.access(p, os.X_OK)):
@@ -254,12 +255,12 @@ def main():
     workdir = tempfile.mkdtemp(prefix="stratum-monitoring-")
     log(f"work directory {workdir}")
     ports = {k: free_port() for k in ("pool", "listen", "metrics", "prometheus")}
+    pool_addr = f"127.0.0.1:{ports['pool']}"
 
-    # 1. The proxy first, with the pool not yet listening: the first miner
-    # connection's upstream connect is refused.
+    # 1. The proxy first, while nothing listens on the pool's port.
     start("stratum-proxy", [
         binaries["stratum-proxy"],
-        "--pool", f"127.0.0.1:{ports['pool']}",
+        "--pool", pool_addr,
         "--listen", f"127.0.0.1:{ports['listen']}",
         "--metrics-listen", f"127.0.0.1:{ports['metrics']}",
         "--max-connections", str(MAX_CONNECTIONS),
@@ -268,9 +269,12 @@ def main():
         "--log-level", "info",
     ])
     metrics_url = f"http://127.0.0.1:{ports['metrics']}/metrics"
-    wait_for("the proxy's /metrics", lambda: http_get(metrics_url)[0] == 200, 20)
+    wait_for("the proxy's /metrics", lambda: http_get(metrics_url)[0] == 200, 30)
 
-    # 2. Prometheus, scraping the proxy every second.
+    def counted(name, label, value):
+        return lambda: sum_by(scrape_metrics(metrics_url), name, label).get(value)
+
+    # 2. Prometheus, scraping the proxy every second with the kit's rules.
     config = os.path.join(workdir, "prometheus.yml")
     with open(config, "w") as f:
         f.write(prometheus_config(ports["metrics"]))
@@ -283,58 +287,73 @@ def main():
     ])
     prom = Prom(f"http://127.0.0.1:{ports['prometheus']}")
     wait_for("Prometheus to be ready", lambda: http_get(prom.base + "/-/ready")[0] == 200, 60)
-    wait_for("the first successful scrape",
+    wait_for("Prometheus' first successful scrape of the proxy",
              lambda: prom.by(f'up{{job="{JOB}"}}', "job").get(JOB) == 1.0, 30)
 
-    # 3. Error paths: upstream refused (pool not up yet) ...
-    s = raw_connect(ports["listen"])
-    wait_for("an upstream connect failure to be counted",
-             lambda: sum_by(scrape_metrics(metrics_url), "stratum_upstream_connect_failures_total", "reason").get("refused"), 20)
-    s.close()
+    # 3. A miner connects while the pool is down: upstream connect refused.
+    with raw_connect(ports["listen"]):
+        wait_for("an upstream connect failure (refused)",
+                 counted("stratum_upstream_connect_failures_total", "reason", "refused"), 20)
 
-    # ... then the pool comes up ...
-    start("pool-sim", pool_sim_argv(binaries["pool-sim"], ports["pool"]))
-    wait_for("pool-sim to listen", lambda: raw_connect(ports["pool"], 1).close() or True, 20)
+    # 4. A rejecting pool, and one short-lived miner of REJECTING_ACCOUNT:
+    # rejects with reasons stale (code 21) and low_difficulty (23), and a
+    # closed connection for the duration histogram. Done well before the
+    # hashrate window, which must hold accepted shares only.
+    start("pool-sim-rejecting", [binaries["pool-sim"], "--listen", pool_addr, "--difficulty", str(DIFFICULTY),
+                                 "--reject-ratio", "0.5", "--reject-codes", "21,23"])
+    read_log_address("pool-sim-rejecting", r"listening on (\S+)", 20)
+    short = start(f"miner-{REJECTING_ACCOUNT}-rejected", [
+        binaries["miner-sim"], "--pool", f"127.0.0.1:{ports['listen']}", "--miners", "1",
+        "--accounts", REJECTING_ACCOUNT, "--rate", "10", "--submits", "20"])
+    FINITE.add(f"miner-{REJECTING_ACCOUNT}-rejected")
+    try:
+        short.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise Failure("the short-lived miner did not finish in 30s")
+    wait_for("rejected shares (stale, low_difficulty) counted",
+             lambda: {"stale", "low_difficulty"} <= set(sum_by(scrape_metrics(metrics_url), "stratum_rejected_shares_total", "reason")), 20)
+    stop("pool-sim-rejecting")
 
-    # ... a miner that never says anything (handshake timeout, 2 s) ...
-    s = raw_connect(ports["listen"])
-    wait_for("a handshake timeout to be counted",
-             lambda: sum_by(scrape_metrics(metrics_url), "stratum_connection_timeouts_total", "kind").get("handshake"), 20)
-    s.close()
+    # 5. The pool the rest of the test mines on: fixed difficulty, no rejects.
+    start("pool-sim", [binaries["pool-sim"], "--listen", pool_addr, "--difficulty", str(DIFFICULTY),
+                       "--reject-ratio", "0"])
+    read_log_address("pool-sim", r"listening on (\S+)", 20)
 
-    # 4. The miners.
+    # 6. A miner that never says anything: handshake timeout after 2 s.
+    with raw_connect(ports["listen"]):
+        wait_for("a handshake timeout", counted("stratum_connection_timeouts_total", "kind", "handshake"), 20)
+
+    # 7. The miners: one miner-sim per account, `--miners N` connections each.
     n_miners = 0
-    for account, workers in MINERS.items():
-        for w in workers:
-            start(f"miner-{account}.{w}", miner_sim_argv(binaries["miner-sim"], ports["listen"], f"{account}.{w}", SUBMITS_PER_SECOND))
-            n_miners += 1
-    start(f"miner-{REJECTING_ACCOUNT}.rig1", miner_sim_argv(binaries["miner-sim"], ports["listen"], f"{REJECTING_ACCOUNT}.rig1", SUBMITS_PER_SECOND))
-    n_miners += 1
+    for account, (workers, rate) in MINERS.items():
+        start(f"miner-{account}", [binaries["miner-sim"], "--pool", f"127.0.0.1:{ports['listen']}",
+                                   "--miners", str(workers), "--accounts", account,
+                                   "--rate", str(rate), "--seconds", str(DEADLINE_SECONDS)])
+        n_miners += workers
     mining_started = time.monotonic()
-
-    def all_submitting():
-        return set(sum_by(scrape_metrics(metrics_url), "stratum_submits_total", "client_id")) >= set(MINERS) | {REJECTING_ACCOUNT}
-    wait_for("every account to submit", all_submitting, 30)
     wait_for("every miner connected",
              lambda: sum(sum_by(scrape_metrics(metrics_url), "stratum_active_connections", "pool_host").values()) == n_miners, 30)
 
-    # ... and connections over max_connections are refused.
+    # 8. Connections past max_connections are refused.
     extra = []
     try:
         for _ in range(MAX_CONNECTIONS - n_miners + 2):
             extra.append(raw_connect(ports["listen"]))
-        wait_for("a refused connection to be counted",
-                 lambda: sum_by(scrape_metrics(metrics_url), "stratum_refused_connections_total", "reason").get("max_connections"), 20)
+        wait_for("a refused connection (max_connections)",
+                 counted("stratum_refused_connections_total", "reason", "max_connections"), 20)
     finally:
         for s in extra:
             s.close()
 
-    # 5. Wait for the window, measuring the proxy's own counters directly.
+    # 9. Let the rate window fill with steady mining, measuring the proxy's
+    # own counters directly at both ends.
     first = (time.monotonic(), scrape_metrics(metrics_url))
-    settle = 10 if args.quick else 0
-    wait_seconds = (70 if args.quick else WINDOW_SECONDS + 20) - (time.monotonic() - mining_started) + settle
-    log(f"mining; waiting {wait_seconds:.0f}s for the {'1 m' if args.quick else '5 m'} rate window to fill")
-    end = time.monotonic() + max(0, wait_seconds)
+    window = 60 if args.quick else WINDOW_SECONDS
+    # + 3 scrapes so the window's first sample is taken after mining started,
+    # + 10 s so every miner's first submit is inside it too.
+    wait_seconds = window + 3 * SCRAPE_SECONDS + 10 - (time.monotonic() - mining_started)
+    log(f"{n_miners} miners mining; waiting {wait_seconds:.0f}s for a full {window}s rate window")
+    end = time.monotonic() + max(0.0, wait_seconds)
     while time.monotonic() < end:
         check_alive()
         time.sleep(min(5, max(0.1, end - time.monotonic())))
@@ -347,7 +366,9 @@ def main():
     return failures
 
 
-MAX_CONNECTIONS = 6
+# Every miner connection plus one: the refusal test opens a few more.
+MAX_CONNECTIONS = sum(w for w, _ in MINERS.values()) + 1
+FINITE = set()   # processes that are meant to exit by themselves
 
 
 def prometheus_config(metrics_port):
@@ -363,16 +384,6 @@ scrape_configs:
     static_configs:
       - targets: ['127.0.0.1:{metrics_port}']
 """
-
-
-def pool_sim_argv(binary, port):
-    return [binary, "--listen", f"127.0.0.1:{port}", "--difficulty", str(DIFFICULTY),
-            "--reject-user", REJECTING_ACCOUNT, "--reject-every", "4"]
-
-
-def miner_sim_argv(binary, listen_port, user, rate):
-    return [binary, "--pool", f"127.0.0.1:{listen_port}", "--user", user,
-            "--submits-per-second", str(rate)]
 
 
 # ---------------------------------------------------------------- checks
@@ -408,15 +419,19 @@ def check_hashrate(prom, first, last, quick):
         rule = "client_id:stratum_accepted_hashes:rate5m"
         window = WINDOW_SECONDS
         got = prom.by(rule, "client_id")
-    log(f"hashrate check ({rule}); expected = miners x {SUBMITS_PER_SECOND} submits/s x difficulty {DIFFICULTY} x 2^32")
-    for account, workers in MINERS.items():
-        expected = len(workers) * SUBMITS_PER_SECOND * DIFFICULTY * TWO_32
+    log(f"hashrate check ({rule}); expected = miners x submits/s x difficulty {DIFFICULTY} x 2^32")
+    for account, (workers, rate) in MINERS.items():
+        expected = workers * rate * DIFFICULTY * TWO_32
         measured_direct = (d1.get(account, 0) - d0.get(account, 0)) / (t1 - t0) * TWO_32
-        tolerance = 2 * len(workers) * DIFFICULTY * TWO_32 / window + 0.02 * expected
+        # A whole number of shares per window: up to one share missed at each
+        # end of the window per miner; plus 2 % for timer slack under load.
+        tolerance = 2 * workers * DIFFICULTY * TWO_32 / window + 0.02 * expected
         value = got.get(account)
         ok = value is not None and abs(value - expected) <= tolerance
-        log(f"  {account}: recorded {fmt_hs(value)}  expected {fmt_hs(expected)} +- {fmt_hs(tolerance)}"
-            f"  (direct from /metrics over {t1 - t0:.0f}s: {fmt_hs(measured_direct)})  {'OK' if ok else 'FAIL'}")
+        dev = f"{(value - expected) / expected:+.2%}" if value is not None else "n/a"
+        log(f"  {account}: recorded {fmt_hs(value)} ({value if value is None else round(value)} H/s)"
+            f"  expected {fmt_hs(expected)} ({round(expected)} H/s) +- {fmt_hs(tolerance)}: {dev}"
+            f"  [direct from /metrics over {t1 - t0:.0f}s: {fmt_hs(measured_direct)}]  {'OK' if ok else 'FAIL'}")
         if not ok:
             failures.append(f"hashrate of {account}: {value} not within {tolerance} of {expected}")
     if not quick:
@@ -462,7 +477,12 @@ def check_dashboard(prom):
                 result = prom.query(q)
                 if not result:
                     raise Failure("no data")
-                detail = f"{len(result)} series"
+                values = [float(r["value"][1]) for r in result]
+                finite = [v for v in values if v == v and abs(v) != float("inf")]
+                if not finite:
+                    raise Failure(f"{len(result)} series, none with a finite value")
+                nonzero = sum(1 for v in finite if v != 0)
+                detail = f"{len(result)} series, {nonzero} non-zero"
             ok += 1
             log(f"  ok    {where}: {detail}")
         except Failure as e:
@@ -473,13 +493,22 @@ def check_dashboard(prom):
 
 
 def run():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin-dir", required=True, help="directory with stratum-proxy, pool-sim, miner-sim")
+    ap.add_argument("--prometheus", default=shutil.which("prometheus") or "/usr/bin/prometheus")
+    ap.add_argument("--quick", action="store_true",
+                    help="do not wait for a full 5 m window: check the hashrate expression over 1 m instead")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, TSDB)")
+    args = ap.parse_args()
+
+    def on_deadline(*_):
+        raise Failure(f"deadline of {DEADLINE_SECONDS}s passed")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(Failure(f"deadline of {DEADLINE_SECONDS}s passed")))
+    signal.signal(signal.SIGALRM, on_deadline)
     signal.alarm(DEADLINE_SECONDS)
-    keep = "--keep" in sys.argv
     code = 1
     try:
-        failures = main()
+        failures = main(args)
         if failures:
             log(f"{len(failures)} check(s) failed:")
             for f in failures:
@@ -494,8 +523,10 @@ def run():
         if code != 0 and workdir:
             for name, _, path in procs:
                 log(f"--- last lines of {name} ---\n{tail(path, 15)}")
-        if workdir and not keep:
+        if workdir and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+        elif workdir:
+            log(f"kept {workdir}")
     log("PASSED" if code == 0 else "FAILED")
     return code
 
