@@ -34,10 +34,13 @@ if ((${#need[@]})); then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod +x /usr/sbin/policy-rc.d
         made_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
-    apt-get update -qq
+    # A stale index of some other architecture or suite must not stop us:
+    # the install below fails loudly if what we need is really missing.
+    apt-get update -qq || echo "   (apt-get update reported errors; trying the install anyway)"
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    if [[ -n $made_policy ]]; then rm -f /usr/sbin/policy-rc.d; fi
+    if [[ -n $made_policy ]]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 promtool --version 2>&1 | head -1
 
