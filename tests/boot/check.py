@@ -224,6 +224,7 @@ class Run:
     def wait_healthz(self):
         deadline = time.monotonic() + self.a.boot_timeout
         last = "no answer yet"
+        next_unit_check = time.monotonic() + 5
         while time.monotonic() < deadline:
             if not qemu_alive(self.a.qemu_pid):
                 raise Failure(f"qemu exited during boot ({last})")
@@ -235,11 +236,26 @@ class Run:
                 last = f"status {status}"
             except (OSError, urllib.error.URLError) as e:
                 last = str(e)
+            # A unit that gave up will never answer: fail now, not at the
+            # timeout. (The command channel is up once sockets.target is.)
+            if time.monotonic() >= next_unit_check:
+                next_unit_check = time.monotonic() + 5
+                try:
+                    _, props = self.unit_props(timeout=5)
+                    # Restart=on-failure with RestartSec=2s never trips the
+                    # start limit: a crashing daemon shows as restarts.
+                    restarts = props.get("NRestarts", "0")
+                    if props.get("ActiveState") == "failed" or restarts not in ("", "0"):
+                        raise Failure("stratum-proxy.service failed before /healthz answered "
+                                      f"(ActiveState={props.get('ActiveState')}, "
+                                      f"Result={props.get('Result')}, NRestarts={restarts})")
+                except OSError:
+                    pass
             time.sleep(1)
         raise Failure(f"no /healthz 200 within {self.a.boot_timeout} s ({last})")
 
-    def unit_props(self):
-        out = ctl(self.a.ctl_port, "show")
+    def unit_props(self, timeout=CTL_TIMEOUT_SECONDS):
+        out = ctl(self.a.ctl_port, "show", timeout=timeout)
         return out, dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def check_unit(self):
@@ -318,7 +334,7 @@ class Run:
         entries = []
         for line in out.splitlines():
             line = line.strip()
-            if not line:
+            if not line or line.startswith("-- "):  # "-- No entries --"
                 continue
             try:
                 e = json.loads(line)

@@ -9,10 +9,14 @@
 # a pool-sim on the host, checks /metrics, reads the unit's journal in the
 # guest and powers it off. Prints how long each stage took.
 #
-# Usage: tests/boot/run.sh [--rebuild] [--keep]
-# Environment (all optional):
+# Usage: tests/boot/run.sh [--build] [--rebuild] [--keep]
+#                          [--proxy-bin PATH] [--pool-sim PATH] [--miner-sim PATH]
+#   --build     cargo build the three binaries first (release)
+#   --rebuild   rebuild the cached rootfs, kernel and initramfs
+#   --keep      keep the run directory (image, serial log) even on success
+# Environment (all optional; the flags win):
 #   PROXY_BIN   aarch64 static stratum-proxy
-#               (default target/aarch64-unknown-linux-musl/release/stratum-proxy)
+#               (default $CARGO_TARGET_DIR or target/, aarch64-unknown-linux-musl/release/stratum-proxy)
 #   POOL_SIM, MINER_SIM  host simulators (default target/release/{pool,miner}-sim)
 #   BOOT_CACHE  cache of rootfs, kernel, initramfs (default /var/cache/stratum-proxy-boot)
 #   BOOT_WORK   where per-run files go (default /var/tmp)
@@ -36,22 +40,30 @@ ROOTFS_INCLUDE="systemd,systemd-sysv"
 # virtio-pci disk, net and rng; their dependencies are added automatically.
 KERNEL_MODULES="virtio_pci virtio_blk virtio_net virtio_rng ext4 crc32c_generic"
 
-PROXY_BIN="${PROXY_BIN:-$REPO/target/aarch64-unknown-linux-musl/release/stratum-proxy}"
-POOL_SIM="${POOL_SIM:-$REPO/target/release/pool-sim}"
-MINER_SIM="${MINER_SIM:-$REPO/target/release/miner-sim}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$REPO/$TARGET_DIR" ;; esac
+PROXY_BIN="${PROXY_BIN:-$TARGET_DIR/aarch64-unknown-linux-musl/release/stratum-proxy}"
+POOL_SIM="${POOL_SIM:-$TARGET_DIR/release/pool-sim}"
+MINER_SIM="${MINER_SIM:-$TARGET_DIR/release/miner-sim}"
 BOOT_CACHE="${BOOT_CACHE:-/var/cache/stratum-proxy-boot}"
 BOOT_WORK="${BOOT_WORK:-/var/tmp}"
 BOOT_TIMEOUT_SECONDS="${BOOT_TIMEOUT_SECONDS:-600}"
 BOOT_SMP="${BOOT_SMP:-2}"
 REBUILD=0
 KEEP=0
-for arg in "$@"; do
-    case "$arg" in
+BUILD=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --build) BUILD=1 ;;
         --rebuild) REBUILD=1 ;;
         --keep) KEEP=1 ;;
+        --proxy-bin) PROXY_BIN="${2:?--proxy-bin needs a path}"; shift ;;
+        --pool-sim) POOL_SIM="${2:?--pool-sim needs a path}"; shift ;;
+        --miner-sim) MINER_SIM="${2:?--miner-sim needs a path}"; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "boot: unknown argument $arg" >&2; exit 2 ;;
+        *) echo "boot: unknown argument $1" >&2; exit 2 ;;
     esac
+    shift
 done
 
 log() { printf 'boot: %s\n' "$*" >&2; }
@@ -87,6 +99,7 @@ have_host_tools() {
 # The mirror the host already uses for bookworm main (its name stays in the
 # host's configuration, not here).
 host_mirror() {
+    # shellcheck disable=SC2016  # apt's own $(FIELD) placeholders
     apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' 2>/dev/null |
         awk -v s="$SUITE" '$2 == s && $3 == "main" { print $1; exit }'
 }
@@ -193,7 +206,7 @@ build_rootfs() {
     remove_tree "$tmp"; remove_tree "$dest"
     local mirror="${BOOT_MIRROR:-$(host_mirror)}"
     log "rootfs: debootstrap $SUITE $ARCH minbase + $ROOTFS_INCLUDE (a few minutes)"
-    if ! debootstrap --arch="$ARCH" --variant=minbase --include="$ROOTFS_INCLUDE" \
+    if ! timeout 2400 debootstrap --arch="$ARCH" --variant=minbase --include="$ROOTFS_INCLUDE" \
         "$SUITE" "$tmp" ${mirror:+"$mirror"} > "$BOOT_CACHE/debootstrap.log" 2>&1; then
         tail -30 "$BOOT_CACHE/debootstrap.log" >&2
         [ -f "$tmp/debootstrap/debootstrap.log" ] && tail -30 "$tmp/debootstrap/debootstrap.log" >&2
@@ -216,7 +229,7 @@ build_rootfs() {
 # a foreign architecture is needed.
 resolve_modules() {
     local moddir="$1"; shift
-    declare -A path=() done=()
+    declare -A path=() seen=()
     local f n
     while IFS= read -r f; do
         n="$(basename "$f" .ko)"; n="${n//-/_}"
@@ -224,9 +237,9 @@ resolve_modules() {
     done < <(find "$moddir" -name '*.ko')
     visit() {
         local m="${1//-/_}" d deps
-        [ -n "${done[$m]:-}" ] && return 0
+        [ -n "${seen[$m]:-}" ] && return 0
         [ -n "${path[$m]:-}" ] || die "kernel module $m not found in the kernel package"
-        done[$m]=1
+        seen[$m]=1
         deps="$(tr '\0' '\n' < "$moddir/${path[$m]}" | sed -n 's/^depends=//p' | head -1)"
         for d in ${deps//,/ }; do visit "$d"; done
         echo "${path[$m]}"
@@ -245,10 +258,13 @@ build_kernel() {
     rm -rf "$tmp" "$dest"
     mkdir -p "$tmp/debs" "$tmp/x" "$tmp/initramfs"
     local kpkg
-    kpkg="$(apt-cache depends "linux-image-$ARCH:$ARCH" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^:]*\).*/\1/p' | head -1)"
+    kernel_package() { apt-cache depends "linux-image-$ARCH:$ARCH" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^:]*\).*/\1/p' | head -1; }
+    kpkg="$(kernel_package)"
+    # arm64 added to dpkg but its package lists never fetched: fetch them.
+    [ -n "$kpkg" ] || { apt_update; kpkg="$(kernel_package)"; }
     [ -n "$kpkg" ] || die "cannot resolve linux-image-$ARCH:$ARCH (is arm64 added to dpkg and apt-get update run?)"
     log "kernel: $kpkg, busybox-static:$ARCH"
-    (cd "$tmp/debs" && apt-get download -q "$kpkg:$ARCH" "busybox-static:$ARCH" > "$tmp/download.log" 2>&1) ||
+    (cd "$tmp/debs" && timeout 900 apt-get download -q "$kpkg:$ARCH" "busybox-static:$ARCH" > "$tmp/download.log" 2>&1) ||
         { cat "$tmp/download.log" >&2; die "apt-get download of the arm64 kernel and busybox failed"; }
     dpkg-deb -x "$tmp"/debs/linux-image-*.deb "$tmp/x"
     dpkg-deb -x "$tmp"/debs/busybox-static_*.deb "$tmp/x"
@@ -336,17 +352,25 @@ EOF
 
 QEMU_PID=""
 POOL_PID=""
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
     local rc=$?
     if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then kill "$QEMU_PID" 2>/dev/null || true; fi
     if [ -n "$POOL_PID" ]; then kill -- "-$POOL_PID" 2>/dev/null || true; fi
     if [ -n "${RUN:-}" ] && [ -d "$RUN" ]; then
-        if [ "$rc" = 0 ] && [ "$KEEP" = 0 ]; then rm -rf "$RUN"; else log "run files kept in $RUN"; fi
+        if [ "$rc" = 0 ] && [ "$KEEP" = 0 ]; then
+            rm -rf --one-file-system "$RUN"
+        else
+            # Logs stay for a look; the disk image only when asked (--keep).
+            [ "$KEEP" = 1 ] || rm -rf --one-file-system "$RUN/root.img" "$RUN/rootfs"
+            log "run files kept in $RUN"
+        fi
     fi
 }
 
 boot_guest() {
-    local kdir="$BOOT_CACHE/kernel-$(kernel_key)"
+    local kdir
+    kdir="$BOOT_CACHE/kernel-$(kernel_key)"
     qemu-system-aarch64 -M virt -cpu cortex-a57 -smp "$BOOT_SMP" -m 512 \
         -nographic -monitor none -serial "file:$RUN/serial.log" -no-reboot \
         -kernel "$kdir/vmlinuz" -initrd "$kdir/initrd.img" \
@@ -363,9 +387,16 @@ boot_guest() {
 # ---- main ----------------------------------------------------------------------
 main() {
     [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, binfmt_misc, mkfs -d ownership)"
-    [ -f "$PROXY_BIN" ] || die "no aarch64 stratum-proxy at $PROXY_BIN (set PROXY_BIN)"
-    [ -x "$POOL_SIM" ] || die "no pool-sim at $POOL_SIM (set POOL_SIM)"
-    [ -x "$MINER_SIM" ] || die "no miner-sim at $MINER_SIM (set MINER_SIM)"
+    if [ "$BUILD" = 1 ]; then
+        stage_begin "cargo build"
+        (cd "$REPO" && cargo build --locked --release --target aarch64-unknown-linux-musl --bin stratum-proxy &&
+            cargo build --locked --release --bin pool-sim --bin miner-sim) || die "cargo build failed"
+        stage_end
+    fi
+    local hint="build it: cargo build --release --target aarch64-unknown-linux-musl --bin stratum-proxy; cargo build --release --bin pool-sim --bin miner-sim (or pass --build)"
+    [ -f "$PROXY_BIN" ] || die "no aarch64 stratum-proxy at $PROXY_BIN (set PROXY_BIN or --proxy-bin; $hint)"
+    [ -x "$POOL_SIM" ] || die "no pool-sim at $POOL_SIM (set POOL_SIM or --pool-sim; $hint)"
+    [ -x "$MINER_SIM" ] || die "no miner-sim at $MINER_SIM (set MINER_SIM or --miner-sim; $hint)"
     mkdir -p "$BOOT_CACHE" "$BOOT_WORK"
     RUN="$(mktemp -d "$BOOT_WORK/stratum-proxy-boot.XXXXXX")"
     trap cleanup EXIT
@@ -398,7 +429,20 @@ main() {
     stage_begin "image"; build_image; stage_end "$(du -m --apparent-size "$RUN/root.img" | cut -f1) MiB"
     flock -u 9
 
-    boot_guest
+    # The forwarded ports were free a moment ago; should another process take
+    # one first, qemu refuses to start: pick again (bounded).
+    local try
+    for try in 1 2 3; do
+        boot_guest
+        local t=0
+        while [ "$t" -lt 20 ] && kill -0 "$QEMU_PID" 2>/dev/null && ! grep -q 'host forwarding' "$RUN/qemu.log"; do
+            sleep 0.1; t=$((t + 1))
+        done
+        grep -q 'host forwarding' "$RUN/qemu.log" || break
+        wait "$QEMU_PID" 2>/dev/null || true
+        log "qemu could not forward a port (try $try): $(cat "$RUN/qemu.log")"
+        read -r FWD_PROXY FWD_METRICS FWD_CTL <<< "$(free_ports 3)"
+    done
     log "qemu pid $QEMU_PID; serial log $RUN/serial.log; ports proxy=$FWD_PROXY metrics=$FWD_METRICS ctl=$FWD_CTL"
     local rc=0
     python3 "$HERE/check.py" run --run "$RUN" --qemu-pid "$QEMU_PID" \
@@ -421,4 +465,4 @@ main() {
     echo "boot: 1 passed, 0 failed"
 }
 
-main
+main; exit $?  # on one line: bash never reads past it, even if this file is edited while running
