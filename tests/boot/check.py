@@ -270,6 +270,13 @@ class Run:
         user = props.get("MainPIDUser", "")
         if not user or user == "root":
             raise Failure(f"stratum-proxy runs as {user or 'unknown user'}, want its system user")
+        # For the record (the systemd check asserts the score offline): the
+        # exposure systemd itself computes for the running unit on the gateway.
+        out = ctl(self.a.ctl_port, "security")
+        overall = [l.strip() for l in out.splitlines() if "Overall exposure" in l]
+        say("systemd-analyze security in the guest: " + (overall[0] if overall else out.strip()[-200:]))
+        out = ctl(self.a.ctl_port, "boot-time")
+        say("systemd-analyze time in the guest: " + " ".join(out.split())[:200])
 
     def traffic(self):
         addr = f"127.0.0.1:{self.a.proxy_port}"
@@ -283,10 +290,14 @@ class Run:
                                text=True, timeout=MINER_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
             raise Failure(f"miner-sim did not finish within {MINER_TIMEOUT_SECONDS} s")
-        say("miner-sim output:\n" + indent(p.stdout + p.stderr))
+        found = parse_summary(p.stdout + "\n" + p.stderr)
+        totals = {k: v for k, v in found.items() if k.startswith("totals.")}
+        if p.returncode != 0 or not totals:
+            say("miner-sim output:\n" + indent(p.stdout + p.stderr))
+        else:
+            say("miner-sim totals: " + ", ".join(f"{k[7:]}={v:g}" for k, v in totals.items()))
         if p.returncode != 0:
             raise Failure(f"miner-sim exited {p.returncode}")
-        found = parse_summary(p.stdout + "\n" + p.stderr)
         k_sent, sent = pick(found, r"^totals\.submits$", r"submit.*sent|sent.*submit", r"submits?$",
                             exclude=(r"accept", r"reject", r"fail", r"error", r"rate"))
         for key in ("totals.errors", "totals.unanswered"):
@@ -314,10 +325,11 @@ class Run:
             if settled or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        shown = [l for l in text.splitlines() if re.match(
+        shown = sorted(l for l in text.splitlines() if re.match(
             r"stratum_(connections_total|active_connections|submits_total|accepted_shares_total|"
-            r"rejected_shares_total|bytes_sent_total|bytes_received_total)\b", l)]
-        say("/metrics (relevant samples):\n" + indent("\n".join(shown)))
+            r"rejected_shares_total|bytes_sent_total|bytes_received_total)\b", l)
+            and (l.startswith("stratum_active_connections") or not re.search(r"\s0$", l)))
+        say("/metrics (relevant samples, zeros left out):\n" + indent("\n".join(shown)))
         if subs != sent:
             raise Failure(f"sum of stratum_submits_total is {subs:g}, miner-sim sent {sent}")
         if conns < self.a.miners:

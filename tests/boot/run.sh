@@ -435,10 +435,10 @@ main() {
     for try in 1 2 3; do
         boot_guest
         local t=0
-        while [ "$t" -lt 20 ] && kill -0 "$QEMU_PID" 2>/dev/null && ! grep -q 'host forwarding' "$RUN/qemu.log"; do
+        while [ "$t" -lt 20 ] && kill -0 "$QEMU_PID" 2>/dev/null && ! grep -qs 'host forwarding' "$RUN/qemu.log"; do
             sleep 0.1; t=$((t + 1))
         done
-        grep -q 'host forwarding' "$RUN/qemu.log" || break
+        grep -qs 'host forwarding' "$RUN/qemu.log" || break
         wait "$QEMU_PID" 2>/dev/null || true
         log "qemu could not forward a port (try $try): $(cat "$RUN/qemu.log")"
         read -r FWD_PROXY FWD_METRICS FWD_CTL <<< "$(free_ports 3)"
