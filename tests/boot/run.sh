@@ -107,7 +107,7 @@ host_mirror() {
 apt_update() {
     # A stale index of another architecture or suite must not stop us: the
     # installs below fail loudly if what we need is really missing.
-    apt-get -o DPkg::Lock::Timeout=600 update -qq || log "apt-get update reported errors (continuing)"
+    apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 update -qq || log "apt-get update reported errors (continuing)"
 }
 
 install_host_packages() {
@@ -116,7 +116,7 @@ install_host_packages() {
         return 0
     fi
     export DEBIAN_FRONTEND=noninteractive
-    local apt_opts=(-o DPkg::Lock::Timeout=600 -y -q --no-install-recommends)
+    local apt_opts=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 -y -q --no-install-recommends)
     # qemu from bookworm-backports: the image's qemu-utils 10 conflicts with
     # bookworm's qemu 7.2.
     if ! grep -rqs "${SUITE}-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
@@ -206,12 +206,19 @@ build_rootfs() {
     remove_tree "$tmp"; remove_tree "$dest"
     local mirror="${BOOT_MIRROR:-$(host_mirror)}"
     log "rootfs: debootstrap $SUITE $ARCH minbase + $ROOTFS_INCLUDE (a few minutes)"
-    if ! timeout 2400 debootstrap --arch="$ARCH" --variant=minbase --include="$ROOTFS_INCLUDE" \
-        "$SUITE" "$tmp" ${mirror:+"$mirror"} > "$BOOT_CACHE/debootstrap.log" 2>&1; then
+    # A mirror mid-sync fails a download now and then: one more try.
+    local try
+    for try in 1 2; do
+        if timeout 2400 debootstrap --arch="$ARCH" --variant=minbase --include="$ROOTFS_INCLUDE" \
+            "$SUITE" "$tmp" ${mirror:+"$mirror"} > "$BOOT_CACHE/debootstrap.log" 2>&1; then
+            break
+        fi
         tail -30 "$BOOT_CACHE/debootstrap.log" >&2
         [ -f "$tmp/debootstrap/debootstrap.log" ] && tail -30 "$tmp/debootstrap/debootstrap.log" >&2
-        die "debootstrap failed (log: $BOOT_CACHE/debootstrap.log)"
-    fi
+        remove_tree "$tmp"
+        [ "$try" = 2 ] && die "debootstrap failed twice (log: $BOOT_CACHE/debootstrap.log)"
+        log "debootstrap failed (try $try), trying again"
+    done
     prepare_rootfs "$tmp"
     touch "$tmp/.boot-test-complete"
     mv "$tmp" "$dest"
@@ -264,7 +271,7 @@ build_kernel() {
     [ -n "$kpkg" ] || { apt_update; kpkg="$(kernel_package)"; }
     [ -n "$kpkg" ] || die "cannot resolve linux-image-$ARCH:$ARCH (is arm64 added to dpkg and apt-get update run?)"
     log "kernel: $kpkg, busybox-static:$ARCH"
-    (cd "$tmp/debs" && timeout 900 apt-get download -q "$kpkg:$ARCH" "busybox-static:$ARCH" > "$tmp/download.log" 2>&1) ||
+    (cd "$tmp/debs" && timeout 900 apt-get download -q -o Acquire::Retries=3 "$kpkg:$ARCH" "busybox-static:$ARCH" > "$tmp/download.log" 2>&1) ||
         { cat "$tmp/download.log" >&2; die "apt-get download of the arm64 kernel and busybox failed"; }
     dpkg-deb -x "$tmp"/debs/linux-image-*.deb "$tmp/x"
     dpkg-deb -x "$tmp"/debs/busybox-static_*.deb "$tmp/x"
@@ -353,8 +360,13 @@ EOF
 QEMU_PID=""
 POOL_PID=""
 # shellcheck disable=SC2317  # called by the EXIT trap
+REPORTED=0
 cleanup() {
     local rc=$?
+    if [ "$rc" != 0 ] && [ "$REPORTED" = 0 ]; then
+        print_timings
+        echo "boot: 0 passed, 1 failed"
+    fi
     if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then kill "$QEMU_PID" 2>/dev/null || true; fi
     if [ -n "$POOL_PID" ]; then kill -- "-$POOL_PID" 2>/dev/null || true; fi
     if [ -n "${RUN:-}" ] && [ -d "$RUN" ]; then
@@ -386,6 +398,8 @@ boot_guest() {
 
 # ---- main ----------------------------------------------------------------------
 main() {
+    trap cleanup EXIT
+    trap 'exit 1' INT TERM
     [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, binfmt_misc, mkfs -d ownership)"
     if [ "$BUILD" = 1 ]; then
         stage_begin "cargo build"
@@ -399,8 +413,6 @@ main() {
     [ -x "$MINER_SIM" ] || die "no miner-sim at $MINER_SIM (set MINER_SIM or --miner-sim; $hint)"
     mkdir -p "$BOOT_CACHE" "$BOOT_WORK"
     RUN="$(mktemp -d "$BOOT_WORK/stratum-proxy-boot.XXXXXX")"
-    trap cleanup EXIT
-    trap 'exit 1' INT TERM
 
     stage_begin "host packages"; install_host_packages; stage_end
 
@@ -451,6 +463,7 @@ main() {
         --boot-timeout "$BOOT_TIMEOUT_SECONDS" \
         --miners "${BOOT_MINERS:-3}" --shares "${BOOT_SHARES:-20}" || rc=$?
     print_timings
+    REPORTED=1
     if [ "$rc" != 0 ]; then
         if [ -s "$RUN/qemu.log" ]; then
             echo "boot: qemu's own output ($RUN/qemu.log):"
