@@ -15,7 +15,8 @@ refused, a handshake timeout, connections over max_connections), so that
 every dashboard query has a series to return.
 
 Then, through Prometheus' HTTP API, it checks:
-  1. the rule files loaded and every rule evaluates without error;
+  1. the rule files loaded, every rule evaluates without error, and no
+     alert fires on this healthy workload;
   2. the 5 m hashrate recording rules per client and per pool equal
      submits/s x difficulty x 2^32 (see HASHRATE CHECK below);
   3. every query of the Grafana dashboard, variables substituted, executes
@@ -401,8 +402,15 @@ def check_rules(prom):
     expected = {"stratum-proxy.rates", "stratum-proxy.billing", "stratum-proxy.alerts"}
     if not expected <= set(names):
         failures.append(f"rule groups {sorted(expected - set(names))} not loaded")
-    firing = [a for a in prom.api("/api/v1/alerts", {})["alerts"] if a.get("state") == "firing"]
-    log(f"alerts firing: {[a['labels'].get('alertname') for a in firing] or 'none'}")
+    # The workload is healthy and every error provoked above was brief, far
+    # shorter than any alert's `for:`: nothing may fire.
+    alerts = prom.api("/api/v1/alerts", {})["alerts"]
+    for state in ("pending", "firing"):
+        names = sorted(a["labels"].get("alertname", "?") + str({k: v for k, v in a["labels"].items() if k in ("client_id", "pool_host")})
+                       for a in alerts if a.get("state") == state)
+        log(f"alerts {state}: {names or 'none'}")
+        if state == "firing" and names:
+            failures.append(f"alerts firing on a healthy run: {names}")
     return failures
 
 
