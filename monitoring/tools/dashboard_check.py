@@ -38,6 +38,10 @@ SUBSTITUTIONS = {
     "pool_host": ".*",
 }
 
+# Grafana unit ids this dashboard may use (from Grafana's value-format
+# categories); a typo there silently shows raw numbers.
+KNOWN_UNITS = {"short", "none", "percentunit", "Hs", "Bps", "bytes", "s", "dateTimeAsIso"}
+
 # (what the issue asks for, a regex one of the dashboard's expressions must match)
 REQUIRED = [
     ("hashrate per client", r"sum by \(client_id\) \(rate\(stratum_accepted_difficulty_total.*\* 2\^32"),
@@ -158,6 +162,13 @@ def check(dash):
             break
         if p.get("type") == "row":
             continue
+        fc = p.get("fieldConfig") or {}
+        units = [(fc.get("defaults") or {}).get("unit")]
+        for o in fc.get("overrides") or []:
+            units += [prop.get("value") for prop in o.get("properties", []) if prop.get("id") == "unit"]
+        for u in units:
+            if u is not None and u not in KNOWN_UNITS:
+                err(f"{where}: unknown unit {u!r}")
         if (p.get("datasource") or {}).get("uid") != DATASOURCE_REF:
             err(f"{where}: datasource is not ${{datasource}}")
         targets = p.get("targets") or []
