@@ -259,15 +259,18 @@ fn no_allocation_per_relayed_message_in_steady_state() {
     let messages = 2 * ROUND_TRIPS as u64;
     for batch in [50, 1] {
         let [reference, bare, metered] = measure(batch);
-        // A single allocation per message would add `messages`.
+        // A single allocation per message would add `messages`. The margin
+        // (0.1 per message) absorbs extra reactor turns, each of which
+        // allocates inside async-io: under qemu-user the relay gets about
+        // twice the reference's wakeups (measured: +0.04 per message).
         assert!(
-            bare < reference + messages / 100,
+            bare < reference + messages / 10,
             "{batch} per write: relay {bare} vs reference {reference} allocations for {messages} messages"
         );
         // The exporter's histogram buffer takes a block per 64 samples until
-        // upkeep drains it: well below one allocation per message.
+        // upkeep drains it (1/64 per response): well below one per message.
         assert!(
-            metered < reference + messages / 20,
+            metered < reference + messages / 5,
             "{batch} per write: relay with collector {metered} vs reference {reference} allocations for {messages} messages"
         );
     }
