@@ -2,9 +2,14 @@
 """Host side of the boot test (tests/boot/run.sh calls it).
 
 start-pool: start pool-sim on loopback in the background, record its port.
-run:        with the guest booting, wait for /healthz, check the unit's state,
-            relay a miner-sim session through the guest, check /metrics, read
-            the unit's journal in the guest, power the guest off.
+run:        with the guest booting: wait for /healthz; check the unit's state
+            (active, Type=notify, its own user); relay a miner-sim session
+            through the guest and check /metrics against what miner-sim
+            reports; read the unit's journal in the guest (connection lines at
+            info); stop the pool so the proxy logs a warning and check that
+            `journalctl -p warning` shows it and no info line; check that a
+            WATCHDOG=1 reached systemd and the unit never restarted; power
+            the guest off.
 
 Every wait is bounded; any failure exits 1 after printing what it saw and
 the guest's own view (systemctl status, journal) when the guest still answers.
