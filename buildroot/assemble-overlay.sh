@@ -7,8 +7,13 @@
 #   DIR/etc/stratum-proxy/config.json                  default config (edit: pool)
 #   DIR/etc/systemd/system/multi-user.target.wants/stratum-proxy.service
 #                                                       enables the unit
+#   DIR/usr/share/doc/stratum-proxy/monitoring/        Prometheus rules and the
+#                                                       Grafana dashboard (a copy
+#                                                       to take to the server)
 #
-# and DIR.tar.gz with the same tree (owned by root). Point buildroot's
+# and DIR.tar.gz with the same tree (owned by root), plus
+# DIR-monitoring.tar.gz with only the monitoring kit: the rules run on the
+# Prometheus server and the dashboard in Grafana, not on the gateway. Point buildroot's
 # BR2_ROOTFS_OVERLAY at DIR, or unpack the tarball at / on a running gateway
 # (then: systemd-sysusers; systemctl daemon-reload; systemctl start stratum-proxy).
 #
@@ -22,6 +27,7 @@ usage() {
 
 here=$(cd "$(dirname "$0")" && pwd)
 systemd_dir="$here/../systemd"
+monitoring_dir="$here/../monitoring"
 binary="" out="" config="$systemd_dir/config.json"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -63,6 +69,13 @@ mkdir -p "$out/etc/systemd/system/multi-user.target.wants"
 ln -sfn /usr/lib/systemd/system/stratum-proxy.service \
     "$out/etc/systemd/system/multi-user.target.wants/stratum-proxy.service"
 
+doc="$out/usr/share/doc/stratum-proxy/monitoring"
+install -D -m 0644 -t "$doc/prometheus" \
+    "$monitoring_dir/prometheus/recording_rules.yml" "$monitoring_dir/prometheus/alert_rules.yml"
+install -D -m 0644 -t "$doc/grafana" "$monitoring_dir/grafana/stratum-proxy.json"
+
 tar --owner=0 --group=0 --numeric-owner --sort=name -C "$out" -czf "$out.tar.gz" .
+tar --owner=0 --group=0 --numeric-owner --sort=name -C "$doc/.." -czf "$out-monitoring.tar.gz" monitoring
 echo "overlay: $out"
 echo "tarball: $out.tar.gz ($(stat -c %s "$out.tar.gz") bytes)"
+echo "monitoring kit: $out-monitoring.tar.gz"
