@@ -18,10 +18,16 @@ export DEBIAN_FRONTEND=noninteractive
 
 need_update=0
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    log "adding bookworm-backports apt source"
-    cat > /etc/apt/sources.list.d/bookworm-backports.sources <<'SRC'
+    # The mirror the host already uses for bookworm main: its name stays in
+    # the host's configuration, not in this repository.
+    # shellcheck disable=SC2016  # apt's own $(FIELD) placeholders
+    uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' 2>/dev/null |
+        awk '$2 == "bookworm" && $3 == "main" { print $1; exit }')
+    [ -n "$uri" ] || { log "no apt source for bookworm main to derive bookworm-backports from"; exit 1; }
+    log "adding bookworm-backports ($uri)"
+    cat > /etc/apt/sources.list.d/bookworm-backports.sources <<SRC
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $uri
 Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
