@@ -20,9 +20,14 @@ need_update=0
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     # The mirror the host already uses for bookworm main: its name stays in
     # the host's configuration, not in this repository.
-    # shellcheck disable=SC2016  # apt's own $(FIELD) placeholders
-    uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' 2>/dev/null |
-        awk '$2 == "bookworm" && $3 == "main" { print $1; exit }')
+    bookworm_main() {
+        # shellcheck disable=SC2016  # apt's own $(FIELD) placeholders
+        apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' 2>/dev/null |
+            awk '$2 == "bookworm" && $3 == "main" { print $1; exit }'
+    }
+    uri=$(bookworm_main)
+    # indextargets lists only fetched indexes: on a machine never updated, fetch first.
+    if [ -z "$uri" ]; then "${APT[@]}" update -qq || true; uri=$(bookworm_main); fi
     [ -n "$uri" ] || { log "no apt source for bookworm main to derive bookworm-backports from"; exit 1; }
     log "adding bookworm-backports ($uri)"
     cat > /etc/apt/sources.list.d/bookworm-backports.sources <<SRC
