@@ -68,6 +68,11 @@ pub struct MinerConfig {
     pub garbage: Garbage,
     /// Bound on every wait for the pool.
     pub response_timeout: Duration,
+    /// New connections opened per second over the fleet; 0 means all at once.
+    pub connect_per_second: f64,
+    /// Connect and authorize, then send nothing more until stopped or the
+    /// duration ends (idle and fan-out benchmarks).
+    pub idle: bool,
 }
 
 impl MinerConfig {
@@ -87,6 +92,8 @@ impl MinerConfig {
             configure: false,
             garbage: Garbage::default(),
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            connect_per_second: 0.0,
+            idle: false,
         }
     }
 
@@ -148,6 +155,9 @@ pub struct MinerReport {
     /// Submit round-trip times (send → answer), in microseconds.
     #[serde(skip)]
     pub round_trips_us: Vec<u64>,
+    /// When the last `mining.notify` was received (fan-out measurements).
+    #[serde(skip)]
+    pub last_notify_at: Option<Instant>,
 }
 
 /// Totals over a fleet.
@@ -371,6 +381,26 @@ async fn run_miner(
         },
         ..State::default()
     });
+    // Bounded connect rate: miner `index` waits its turn (stoppable).
+    if config.connect_per_second > 0.0 && config.connect_per_second.is_finite() {
+        let delay = Duration::from_secs_f64(index as f64 / config.connect_per_second);
+        let stopped = smol::future::or(
+            async {
+                Timer::after(delay).await;
+                false
+            },
+            async {
+                stop.wait().await;
+                true
+            },
+        )
+        .await;
+        if stopped {
+            let mut report = state.into_inner().unwrap_or_else(|e| e.into_inner()).report;
+            report.error = Some("stopped before connecting".into());
+            return report;
+        }
+    }
     let connect = async { Async::<TcpStream>::connect(config.pool).await };
     let timeout = async {
         Timer::after(config.response_timeout).await;
@@ -513,6 +543,7 @@ fn on_frame(state: &mut State, frame: Frame<'_>, live: &LiveCounters) {
         Kind::Notification => match message.method() {
             Some(Method::Notify) => {
                 state.report.notifies += 1;
+                state.report.last_notify_at = Some(Instant::now());
                 let job = message
                     .params_raw()
                     .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
@@ -617,6 +648,22 @@ impl Driver<'_> {
         let interval = (config.rate_per_second > 0.0 && config.rate_per_second.is_finite())
             .then(|| Duration::from_secs_f64(1.0 / config.rate_per_second));
         let pipeline = config.pipeline.max(1);
+        if config.idle {
+            // Hold the connection, silent, until stopped or the duration ends.
+            let stopped = async {
+                self.stop.wait().await;
+            };
+            match end {
+                Some(end) => {
+                    smol::future::or(stopped, async {
+                        Timer::at(end).await;
+                    })
+                    .await
+                }
+                None => stopped.await,
+            }
+            return Ok(());
+        }
         let mut sent: u64 = 0;
         loop {
             if self.stop.is_stopped() || config.submits.is_some_and(|k| sent >= k) {

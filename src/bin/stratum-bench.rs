@@ -1,0 +1,479 @@
+//! stratum-bench: measures a Stratum relay process between an in-process
+//! pool-sim and a fleet of miner-sims (not installed on the gateway).
+//!
+//! The relay under test (the *target*) is started by the caller
+//! (`benches/compare.sh`), listening on `--target` and forwarding to
+//! `127.0.0.1:--pool-port`, where this program starts its pool. Given
+//! `--target-pid`, it reports from /proc the target's CPU time per relayed
+//! message, resident memory per miner connection and wakeups; from the
+//! simulators it reports submit round trips, notify fan-out and a byte-exact
+//! cross-check of every connection (miner digests against pool digests, both
+//! ways). `--target direct` connects the miners straight to the pool, as the
+//! baseline for round trips. Output: one human line, then one JSON line.
+//! Exit status 1 when the cross-check fails or miners did not all connect.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use serde_json::json;
+use smol::{Executor, Timer};
+use stratum_proxy::sim::miner::{FleetReport, MinerConfig, MinerSim};
+use stratum_proxy::sim::pool::{ConnectionRecord, PoolConfig, PoolSim, PoolStats};
+
+/// Poll interval while waiting for miners to connect or notifies to go out.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Pause after the last miner authorized, before measuring.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Extra bound on every wait beyond what the scenario needs.
+const SLACK: Duration = Duration::from_secs(60);
+/// Time allowed for a clean_jobs burst to reach every miner after the pool wrote it.
+const FAN_OUT_GRACE: Duration = Duration::from_secs(3);
+
+/// Benchmark one Stratum relay process (or the pool directly) in a scenario.
+#[derive(FromArgs)]
+struct Args {
+    /// steady, scale, burst, saturation or idle
+    #[argh(option)]
+    scenario: String,
+    /// address the target listens on, or "direct" for the pool itself
+    #[argh(option)]
+    target: String,
+    /// loopback port the bench's pool listens on (the target forwards there)
+    #[argh(option)]
+    pool_port: u16,
+    /// process id of the target, for /proc figures (none for direct)
+    #[argh(option)]
+    target_pid: Option<u32>,
+    /// name of the target in the output (default: the --target value)
+    #[argh(option)]
+    name: Option<String>,
+    /// short windows and fewer miners, for a smoke run
+    #[argh(switch)]
+    quick: bool,
+    /// override the scenario's miner count
+    #[argh(option)]
+    miners: Option<usize>,
+    /// override the scenario's measured window, in seconds
+    #[argh(option)]
+    seconds: Option<f64>,
+    /// new miner connections per second (default 2000)
+    #[argh(option, default = "2000.0")]
+    connect_rate: f64,
+}
+
+/// What a scenario runs.
+#[derive(Debug, Clone)]
+struct Plan {
+    miners: usize,
+    /// Submits per second per miner; 0 = as fast as the pipeline allows.
+    rate: f64,
+    pipeline: usize,
+    notify_interval: Option<Duration>,
+    window: Duration,
+    /// Miners authorize and then stay silent.
+    idle: bool,
+    /// Send one clean_jobs notify to all miners in the window.
+    burst: bool,
+}
+
+fn plan(args: &Args) -> Result<Plan, String> {
+    let q = args.quick;
+    let mut plan = match args.scenario.as_str() {
+        "steady" => Plan {
+            miners: if q { 200 } else { 1000 },
+            rate: 1.0,
+            pipeline: 1,
+            notify_interval: Some(Duration::from_secs(5)),
+            window: Duration::from_secs(if q { 5 } else { 20 }),
+            idle: false,
+            burst: false,
+        },
+        "scale" => Plan {
+            // 2 fds per miner in each process under a 20,000 open-files limit.
+            miners: if q { 1000 } else { 9500 },
+            rate: 0.2,
+            pipeline: 1,
+            notify_interval: Some(Duration::from_secs(5)),
+            window: Duration::from_secs(if q { 5 } else { 20 }),
+            idle: false,
+            burst: false,
+        },
+        "burst" => Plan {
+            miners: if q { 500 } else { 5000 },
+            rate: 0.0,
+            pipeline: 1,
+            notify_interval: None,
+            window: Duration::ZERO,
+            idle: true,
+            burst: true,
+        },
+        "saturation" => Plan {
+            miners: 50,
+            rate: 0.0,
+            pipeline: 32,
+            notify_interval: None,
+            window: Duration::from_secs(if q { 3 } else { 10 }),
+            idle: false,
+            burst: false,
+        },
+        "idle" => Plan {
+            miners: if q { 200 } else { 1000 },
+            rate: 0.0,
+            pipeline: 1,
+            notify_interval: None,
+            window: Duration::from_secs(if q { 3 } else { 10 }),
+            idle: true,
+            burst: false,
+        },
+        other => {
+            return Err(format!(
+                "unknown scenario {other:?}: use steady, scale, burst, saturation or idle"
+            ));
+        }
+    };
+    if let Some(n) = args.miners {
+        plan.miners = n.max(1);
+    }
+    if let Some(s) = args.seconds {
+        if !(s.is_finite() && s >= 0.0) {
+            return Err("--seconds must be 0 or more".into());
+        }
+        plan.window = Duration::from_secs_f64(s);
+    }
+    Ok(plan)
+}
+
+/// Resident memory of `pid`, in KiB (VmRSS).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// utime + stime of all threads of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Voluntary + involuntary context switches summed over every thread of `pid`.
+fn context_switches(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            let value = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"));
+            if let Some(v) = value.and_then(|v| v.trim().parse::<u64>().ok()) {
+                total += v;
+            }
+        }
+    }
+    Some(total)
+}
+
+/// Clock ticks per second for /proc/PID/stat (`getconf CLK_TCK`, else 100).
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// Lines the pool received (miner → pool).
+fn lines_up(s: &PoolStats) -> u64 {
+    s.subscribes
+        + s.authorizes
+        + s.configures
+        + s.extranonce_subscribes
+        + s.suggest_difficulties
+        + s.submits
+        + s.unknown_methods
+        + s.other_messages
+        + s.garbage_lines
+}
+
+/// Lines the pool wrote (pool → miner).
+fn lines_down(s: &PoolStats) -> u64 {
+    s.responses_sent + s.notifies_sent + s.set_difficulty_sent
+}
+
+/// The `q`-th quantile (0.0–1.0) of sorted microseconds, in milliseconds.
+fn quantile_ms(sorted_us: &[u64], q: f64) -> Option<f64> {
+    if sorted_us.is_empty() {
+        return None;
+    }
+    let i = ((sorted_us.len() - 1) as f64 * q).round() as usize;
+    Some(sorted_us[i.min(sorted_us.len() - 1)] as f64 / 1000.0)
+}
+
+/// Byte-exact check: each pool record against the miner with the same user.
+struct CrossCheck {
+    matched: u64,
+    mismatched: u64,
+    missing: u64,
+}
+
+fn cross_check(fleet: &FleetReport, records: &[ConnectionRecord]) -> CrossCheck {
+    let by_user: HashMap<&str, &ConnectionRecord> = records
+        .iter()
+        .filter_map(|r| r.user.as_deref().map(|u| (u, r)))
+        .collect();
+    let mut check = CrossCheck {
+        matched: 0,
+        mismatched: 0,
+        missing: 0,
+    };
+    for miner in &fleet.miners {
+        match by_user.get(miner.user.as_str()) {
+            Some(r) if r.received == miner.sent && r.sent == miner.received => check.matched += 1,
+            Some(_) => check.mismatched += 1,
+            None => check.missing += 1,
+        }
+    }
+    check
+}
+
+async fn wait_for(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        Timer::after(POLL_INTERVAL).await;
+    }
+    true
+}
+
+async fn run(
+    executor: &Arc<Executor<'static>>,
+    args: &Args,
+    plan: &Plan,
+) -> Result<serde_json::Value, String> {
+    let pool_addr: SocketAddr = ([127, 0, 0, 1], args.pool_port).into();
+    let target: SocketAddr = if args.target == "direct" {
+        pool_addr
+    } else {
+        args.target
+            .parse()
+            .map_err(|e| format!("--target {:?}: {e}", args.target))?
+    };
+    let pid = args.target_pid;
+    let rss_idle = pid.and_then(rss_kib);
+    let pool = PoolSim::start(
+        executor,
+        pool_addr,
+        PoolConfig {
+            notify_interval: plan.notify_interval,
+            ..PoolConfig::default()
+        },
+    )
+    .map_err(|e| format!("pool cannot listen on {pool_addr}: {e}"))?;
+    let records_rx = pool.records();
+
+    let connect_time = Duration::from_secs_f64(plan.miners as f64 / args.connect_rate.max(1.0));
+    let mut config = MinerConfig::new(target, plan.miners);
+    config.rate_per_second = plan.rate;
+    config.pipeline = plan.pipeline;
+    config.idle = plan.idle;
+    config.connect_per_second = args.connect_rate;
+    config.response_timeout = Duration::from_secs(30);
+    // A safety bound only: the bench stops the fleet itself.
+    config.duration = Some(connect_time + SETTLE + plan.window + SLACK);
+    let fleet = MinerSim::start(executor, config);
+
+    let ready = wait_for(Instant::now() + connect_time + SLACK, || {
+        pool.stats().authorizes >= plan.miners as u64
+            && fleet.live().connected >= plan.miners as u64
+    })
+    .await;
+    Timer::after(SETTLE).await;
+    let rss_loaded = pid.and_then(rss_kib);
+
+    let s0 = pool.stats();
+    let cpu0 = pid.and_then(cpu_ticks);
+    let cs0 = pid.and_then(context_switches);
+    let t0 = Instant::now();
+    let mut burst_sent_at = None;
+    if plan.burst {
+        let sent_at = Instant::now();
+        let queued = pool.clean_jobs_burst() as u64;
+        burst_sent_at = Some(sent_at);
+        wait_for(Instant::now() + SLACK, || {
+            pool.stats().notifies_sent >= s0.notifies_sent + queued
+        })
+        .await;
+        Timer::after(FAN_OUT_GRACE).await;
+    } else {
+        Timer::after(plan.window).await;
+    }
+    let s1 = pool.stats();
+    let cpu1 = pid.and_then(cpu_ticks);
+    let cs1 = pid.and_then(context_switches);
+    let elapsed = t0.elapsed().as_secs_f64();
+
+    fleet.stop();
+    let report = fleet.finish().await;
+    let connected = pool.stats().connections;
+    let mut records = Vec::new();
+    let deadline = Instant::now() + SLACK;
+    while (records.len() as u64) < connected && Instant::now() < deadline {
+        let next = smol::future::or(async { records_rx.recv().await.ok() }, async {
+            Timer::at(deadline).await;
+            None
+        })
+        .await;
+        match next {
+            Some(r) => records.push(r),
+            None => break,
+        }
+    }
+    let check = cross_check(&report, &records);
+
+    let up = lines_up(&s1) - lines_up(&s0);
+    let down = lines_down(&s1) - lines_down(&s0);
+    let messages = up + down;
+    let ticks = clock_ticks_per_second();
+    let cpu_us_per_msg = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if messages > 0 => Some((b - a) as f64 / ticks * 1e6 / messages as f64),
+        _ => None,
+    };
+    let cpu_seconds = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / ticks),
+        _ => None,
+    };
+    let rss_per_miner_kib = match (rss_idle, rss_loaded) {
+        (Some(idle), Some(loaded)) => {
+            Some((loaded as f64 - idle as f64) / plan.miners.max(1) as f64)
+        }
+        _ => None,
+    };
+    let wakeups_per_s = match (cs0, cs1) {
+        (Some(a), Some(b)) if elapsed > 0.0 => Some((b - a) as f64 / elapsed),
+        _ => None,
+    };
+    let mut rtts: Vec<u64> = report
+        .miners
+        .iter()
+        .flat_map(|m| m.round_trips_us.iter().copied())
+        .collect();
+    rtts.sort_unstable();
+    let mut fan_out_us: Vec<u64> = match burst_sent_at {
+        Some(at) => report
+            .miners
+            .iter()
+            .filter_map(|m| m.last_notify_at)
+            .filter(|t| *t >= at)
+            .map(|t| (t - at).as_micros() as u64)
+            .collect(),
+        None => Vec::new(),
+    };
+    fan_out_us.sort_unstable();
+    let name = args.name.clone().unwrap_or_else(|| args.target.clone());
+    let ok = ready
+        && report.totals.errors == 0
+        && check.matched == plan.miners as u64
+        && check.mismatched == 0
+        && (!plan.burst || fan_out_us.len() == plan.miners);
+    Ok(json!({
+        "scenario": args.scenario,
+        "target": name,
+        "ok": ok,
+        "miners": plan.miners,
+        "all_connected": ready,
+        "miner_errors": report.totals.errors,
+        "window_s": elapsed,
+        "messages": messages,
+        "messages_up": up,
+        "messages_down": down,
+        "messages_per_s": if elapsed > 0.0 { messages as f64 / elapsed } else { 0.0 },
+        "submits_total": report.totals.submits,
+        "pool_submits_total": pool.stats().submits,
+        "cpu_s": cpu_seconds,
+        "cpu_us_per_msg": cpu_us_per_msg,
+        "rss_idle_kib": rss_idle,
+        "rss_loaded_kib": rss_loaded,
+        "rss_per_miner_kib": rss_per_miner_kib,
+        "rtt_count": rtts.len(),
+        "rtt_p50_ms": quantile_ms(&rtts, 0.50),
+        "rtt_p99_ms": quantile_ms(&rtts, 0.99),
+        "rtt_p999_ms": quantile_ms(&rtts, 0.999),
+        "fanout_count": fan_out_us.len(),
+        "fanout_p50_ms": quantile_ms(&fan_out_us, 0.50),
+        "fanout_p99_ms": quantile_ms(&fan_out_us, 0.99),
+        "fanout_max_ms": quantile_ms(&fan_out_us, 1.0),
+        "wakeups_per_s": wakeups_per_s,
+        "bytes_match": check.matched,
+        "bytes_mismatch": check.mismatched,
+        "bytes_missing": check.missing,
+    }))
+}
+
+fn fmt(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key).and_then(|x| x.as_f64()) {
+        Some(x) => format!("{x:.3}"),
+        None => "-".into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    let plan = match plan(&args) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("stratum-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let executor = Arc::new(Executor::new());
+    let result = smol::block_on(executor.run(run(&executor, &args, &plan)));
+    match result {
+        Ok(v) => {
+            println!(
+                "{} {}: ok={} miners={} msgs/s={} cpu_us/msg={} rss_kib/miner={} rtt p50/p99/p999 ms={}/{}/{} fanout p99 ms={} wakeups/s={} bytes match={}/{}",
+                v["scenario"].as_str().unwrap_or(""),
+                v["target"].as_str().unwrap_or(""),
+                v["ok"],
+                v["miners"],
+                fmt(&v, "messages_per_s"),
+                fmt(&v, "cpu_us_per_msg"),
+                fmt(&v, "rss_per_miner_kib"),
+                fmt(&v, "rtt_p50_ms"),
+                fmt(&v, "rtt_p99_ms"),
+                fmt(&v, "rtt_p999_ms"),
+                fmt(&v, "fanout_p99_ms"),
+                fmt(&v, "wakeups_per_s"),
+                v["bytes_match"],
+                v["miners"],
+            );
+            println!("{v}");
+            if v["ok"].as_bool() == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("stratum-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
