@@ -504,7 +504,7 @@ impl Collector {
             None
         };
         conn.pending.push_back(Pending {
-            id_hash: hash_id(id.raw()),
+            id_hash: hash_id(id.raw_bytes()),
             method,
             sent: now,
             difficulty: conn.difficulty,
@@ -515,7 +515,7 @@ impl Collector {
 
     fn response(&self, conn: &mut ConnectionMeter, message: &Message<'_>) {
         let Some(id) = message.id() else { return };
-        let id_hash = hash_id(id.raw());
+        let id_hash = hash_id(id.raw_bytes());
         // Same ids may be in flight at once: answer the oldest first.
         let Some(index) = conn.pending.iter().position(|p| p.id_hash == id_hash) else {
             return;
@@ -524,11 +524,9 @@ impl Collector {
             return;
         };
         self.pool.pending.decrement(1.0);
-        let method_index = Method::ALL
-            .iter()
-            .position(|&m| m == pending.method)
-            .unwrap_or(Method::ALL.len() - 1);
-        self.pool.request_response[method_index].record(pending.sent.elapsed().as_secs_f64());
+        // `Method::ALL` lists the variants in declaration order.
+        self.pool.request_response[pending.method as usize]
+            .record(pending.sent.elapsed().as_secs_f64());
         let outcome = message.outcome();
         if pending.method.is_share_submit() {
             let client = &conn.client;
@@ -560,11 +558,8 @@ impl Collector {
     }
 
     fn reject(&self, client: &ClientMetrics, reason: RejectReason) {
-        let index = RejectReason::ALL
-            .iter()
-            .position(|&r| r == reason)
-            .unwrap_or(RejectReason::ALL.len() - 1);
-        client.rejected[index].increment(1);
+        // `RejectReason::ALL` lists the variants in declaration order.
+        client.rejected[reason as usize].increment(1);
         client.totals.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -643,8 +638,8 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// FNV-1a of an id's raw JSON text: a fixed-size key, no allocation.
-fn hash_id(raw: &str) -> u64 {
-    raw.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+fn hash_id(raw: &[u8]) -> u64 {
+    raw.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
@@ -793,6 +788,16 @@ mod tests {
         ];
         for (e, want) in cases {
             assert_eq!(RejectReason::classify(&e), want, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn label_tables_follow_declaration_order() {
+        for (i, m) in Method::ALL.iter().enumerate() {
+            assert_eq!(*m as usize, i, "{m:?}");
+        }
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
         }
     }
 

@@ -1,16 +1,18 @@
 //! Borrowed view of one JSON-RPC line, as Stratum dialects use it.
 //!
-//! [`Message::parse`] deserializes only the top-level members a meter needs
-//! (`id`, `method`, `params`, `result`, `error`, `reject-reason`); `params`,
-//! `result` and `error` stay raw JSON slices and are decoded only when an
-//! accessor asks for them. Nothing is allocated unless a string holds escapes.
+//! [`Message::parse`] checks the line's JSON structure in one pass and keeps
+//! the raw text of the top-level members a meter needs (`id`, `method`,
+//! `params`, `result`, `error`, `reject-reason`, see `scan`); `params`,
+//! `result` and `error` are decoded (with serde_json) only when an accessor
+//! asks for them. Nothing is allocated unless a string holds escapes.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
+
+use super::scan;
 
 /// Why a line could not be viewed as a JSON-RPC message. The line is relayed anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,23 +157,34 @@ impl Method {
 /// Raw text is what correlation needs: a response echoes the request's id
 /// byte for byte, and comparing text needs no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Id<'a>(&'a str);
+pub struct Id<'a>(&'a [u8]);
 
 impl<'a> Id<'a> {
     /// The id's JSON text.
     pub fn raw(self) -> &'a str {
+        text(self.0)
+    }
+
+    /// The id's JSON text as bytes (what correlation hashes).
+    pub fn raw_bytes(self) -> &'a [u8] {
         self.0
     }
 
     /// Whether the id is JSON `null`.
     pub fn is_null(self) -> bool {
-        self.0 == "null"
+        self.0 == b"null"
     }
 
     /// The id as an unsigned integer, if it is one.
     pub fn as_u64(self) -> Option<u64> {
-        self.0.parse().ok()
+        self.raw().parse().ok()
     }
+}
+
+/// A span of a line that was checked to be UTF-8 and cut at ASCII
+/// delimiters, so it is UTF-8 too; `""` is unreachable but avoids a panic.
+fn text(span: &[u8]) -> &str {
+    std::str::from_utf8(span).unwrap_or("")
 }
 
 /// The error a pool gave, in whichever form it used.
@@ -200,33 +213,29 @@ pub struct Message<'a> {
     id: Option<Id<'a>>,
     method_name: Option<Cow<'a, str>>,
     method: Option<Method>,
-    params: Option<&'a RawValue>,
-    result: Option<&'a RawValue>,
-    error: Option<&'a RawValue>,
+    params: Option<&'a [u8]>,
+    result: Option<&'a [u8]>,
+    error: Option<&'a [u8]>,
     reject_reason: Option<Cow<'a, str>>,
 }
 
 impl<'a> Message<'a> {
     /// Views one line (without its newline) as a JSON-RPC message.
     pub fn parse(line: &'a [u8]) -> Result<Message<'a>, ParseFailure> {
-        let text = std::str::from_utf8(line).map_err(|_| ParseFailure::NotJson)?;
-        let wire: Wire<'a> = match serde_json::from_str(text) {
-            Ok(wire) => wire,
-            Err(e) if e.is_data() => return Err(ParseFailure::NotRpc),
-            Err(_) => return Err(ParseFailure::NotJson),
-        };
-        if wire.method.is_none() && wire.result.is_none() && wire.error.is_none() {
-            return Err(ParseFailure::NotRpc);
+        // Stratum is ASCII: the quick check almost always settles it.
+        if !line.is_ascii() && std::str::from_utf8(line).is_err() {
+            return Err(ParseFailure::NotJson);
         }
-        let method = wire.method.as_ref().map(|m| Method::from_name(&m.0));
+        let members = scan::scan(line)?;
+        let method = members.method.as_deref().map(Method::from_name);
         Ok(Message {
-            id: wire.id.map(|raw| Id(raw.get())),
-            method_name: wire.method.map(|m| m.0),
+            id: members.id.map(Id),
+            method_name: members.method,
             method,
-            params: wire.params,
-            result: wire.result,
-            error: wire.error,
-            reject_reason: wire.reject_reason.map(|r| r.0),
+            params: members.params,
+            result: members.result,
+            error: members.error,
+            reject_reason: members.reject_reason,
         })
     }
 
@@ -256,17 +265,17 @@ impl<'a> Message<'a> {
 
     /// Raw `params` JSON, if present.
     pub fn params_raw(&self) -> Option<&'a str> {
-        self.params.map(RawValue::get)
+        self.params.map(text)
     }
 
     /// Raw `result` JSON, if present (`null` included).
     pub fn result_raw(&self) -> Option<&'a str> {
-        self.result.map(RawValue::get)
+        self.result.map(text)
     }
 
     /// Raw `error` JSON, if present (`null` included).
     pub fn error_raw(&self) -> Option<&'a str> {
-        self.error.map(RawValue::get)
+        self.error.map(text)
     }
 
     /// The difficulty of a `mining.set_difficulty` (its first parameter).
@@ -274,21 +283,21 @@ impl<'a> Message<'a> {
         if self.method != Some(Method::SetDifficulty) {
             return None;
         }
-        let First(d) = serde_json::from_str::<First<f64>>(self.params?.get()).ok()?;
+        let First(d) = serde_json::from_slice::<First<f64>>(self.params?).ok()?;
         (d.is_finite() && d > 0.0).then_some(d)
     }
 
     /// The user name of a login (`mining.authorize`, `eth_submitLogin`: first
     /// parameter; CryptoNote `login`: `params.login`). Never the password.
     pub fn user(&self) -> Option<Cow<'a, str>> {
-        let params = self.params?.get();
+        let params = self.params?;
         match self.method? {
             Method::Authorize | Method::EthSubmitLogin => {
-                serde_json::from_str::<First<Str<'a>>>(params)
+                serde_json::from_slice::<First<Str<'a>>>(params)
                     .ok()
                     .map(|f| f.0.0)
             }
-            Method::Login => serde_json::from_str::<LoginParams<'a>>(params)
+            Method::Login => serde_json::from_slice::<LoginParams<'a>>(params)
                 .ok()
                 .and_then(|p| p.login)
                 .map(|s| s.0),
@@ -301,7 +310,7 @@ impl<'a> Message<'a> {
         if self.method != Some(Method::Submit) {
             return None;
         }
-        serde_json::from_str::<First<Str<'a>>>(self.params?.get())
+        serde_json::from_slice::<First<Str<'a>>>(self.params?)
             .ok()
             .map(|f| f.0.0)
     }
@@ -309,8 +318,8 @@ impl<'a> Message<'a> {
     /// What a response says: accepted, rejected (with code and reason) or a value.
     pub fn outcome(&self) -> Outcome<'a> {
         let mut error = match self.error {
-            None => None,
-            Some(raw) => serde_json::from_str::<ErrorForm<'a>>(raw.get())
+            None | Some(b"null") => None,
+            Some(raw) => serde_json::from_slice::<ErrorForm<'a>>(raw)
                 .map(|e| e.0)
                 .unwrap_or_else(|_| Some(RpcError::default())),
         };
@@ -320,11 +329,10 @@ impl<'a> Message<'a> {
                 e.message = Some(reason.clone());
             }
         }
-        let result = self.result.map(RawValue::get);
-        match (result, error) {
+        match (self.result, error) {
             (_, Some(e)) => Outcome::Rejected(e),
-            (Some("true"), None) => Outcome::Accepted,
-            (Some("false"), None) => Outcome::Rejected(RpcError::default()),
+            (Some(b"true"), None) => Outcome::Accepted,
+            (Some(b"false"), None) => Outcome::Rejected(RpcError::default()),
             (Some(other), None) if is_status_ok(other) => Outcome::Accepted,
             _ => Outcome::Value,
         }
@@ -332,32 +340,10 @@ impl<'a> Message<'a> {
 }
 
 /// Whether a result is CryptoNote's `{"status": "OK"}`.
-fn is_status_ok(result: &str) -> bool {
-    result.starts_with('{')
-        && serde_json::from_str::<StatusResult<'_>>(result)
+fn is_status_ok(result: &[u8]) -> bool {
+    result.starts_with(b"{")
+        && serde_json::from_slice::<StatusResult<'_>>(result)
             .is_ok_and(|r| r.status.is_some_and(|s| s.0.eq_ignore_ascii_case("ok")))
-}
-
-/// The top-level members we look at; all others are skipped unparsed.
-#[derive(Deserialize)]
-struct Wire<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    method: Option<Str<'a>>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    params: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    result: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    error: Option<&'a RawValue>,
-    #[serde(default, borrow, rename = "reject-reason")]
-    reject_reason: Option<Str<'a>>,
-}
-
-/// Keeps a member that is present, even when it is `null`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// A string borrowed from the line, owned only when it holds escapes.

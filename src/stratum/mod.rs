@@ -5,6 +5,7 @@
 
 pub mod frame;
 pub mod message;
+mod scan;
 
 pub use frame::{Frame, LineFramer, MAX_LINE_BYTES};
 pub use message::{Dialect, Id, Kind, Message, Method, Outcome, ParseFailure, RpcError};

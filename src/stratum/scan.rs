@@ -1,0 +1,519 @@
+//! A single-pass scanner for the top level of one JSON-RPC line.
+//!
+//! Observing a message needs only a few top-level members, so instead of a
+//! general deserializer this walks the line once: it checks the JSON
+//! structure of everything (so a broken line is still a parse failure), and
+//! returns the raw text of `id`, `method`, `params`, `result`, `error` and
+//! `reject-reason`. Strings are skipped with `memchr` (SIMD), so long hex
+//! strings in a `mining.notify` cost almost nothing. Nothing is allocated
+//! unless a key or the method name holds escapes.
+//!
+//! One leniency against RFC 8259: raw control characters inside strings are
+//! not refused (a line is relayed whatever it holds; only its metering could
+//! differ, and no pool or miner sends them).
+
+use std::borrow::Cow;
+
+use super::message::ParseFailure;
+
+/// Deepest nesting accepted (serde_json's default limit too).
+const MAX_DEPTH: u32 = 128;
+
+/// The raw JSON text of the members the message view uses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Members<'a> {
+    pub id: Option<&'a [u8]>,
+    pub method: Option<Cow<'a, str>>,
+    pub params: Option<&'a [u8]>,
+    pub result: Option<&'a [u8]>,
+    pub error: Option<&'a [u8]>,
+    pub reject_reason: Option<Cow<'a, str>>,
+}
+
+/// Scans one line: `Ok` for a JSON object, `NotRpc` for other valid JSON or
+/// an object whose `method` or `reject-reason` is not a string (or given
+/// twice), `NotJson` for anything else.
+///
+/// The caller has checked that `b` is UTF-8.
+pub(crate) fn scan(b: &[u8]) -> Result<Members<'_>, ParseFailure> {
+    let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return match skip_value(b, i) {
+            Ok(end) if ws(b, end) == b.len() => Err(ParseFailure::NotRpc),
+            _ => Err(ParseFailure::NotJson),
+        };
+    }
+    // Spans (start, end) of the members' values, by key index.
+    let mut spans: [Option<(usize, usize)>; KEYS] = [None; KEYS];
+    let mut duplicate = false;
+    i = ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return Err(ParseFailure::NotJson);
+            }
+            let (key_end, escaped) = string_end(b, i + 1).ok_or(ParseFailure::NotJson)?;
+            let key = if escaped {
+                key_index(
+                    decode(&b[i..=key_end])
+                        .ok_or(ParseFailure::NotJson)?
+                        .as_bytes(),
+                )
+            } else {
+                key_index(&b[i + 1..key_end])
+            };
+            i = ws(b, key_end + 1);
+            if b.get(i) != Some(&b':') {
+                return Err(ParseFailure::NotJson);
+            }
+            let start = ws(b, i + 1);
+            let end = skip_value(b, start).map_err(|()| ParseFailure::NotJson)?;
+            if key != OTHER {
+                duplicate |= spans[key].replace((start, end)).is_some();
+            }
+            i = ws(b, end);
+            match b.get(i) {
+                Some(b',') => i = ws(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return Err(ParseFailure::NotJson),
+            }
+        }
+    }
+    if ws(b, i) != b.len() {
+        return Err(ParseFailure::NotJson);
+    }
+    let value = |k: usize| spans[k].map(|(start, end)| &b[start..end]);
+    let method = match value(METHOD).map(string_value) {
+        None => None,
+        Some(Some(Some(name))) => Some(name),
+        Some(_) => return Err(ParseFailure::NotRpc),
+    };
+    let reject_reason = match value(REJECT_REASON).map(string_value) {
+        None | Some(Some(None)) => None,
+        Some(Some(Some(reason))) => Some(reason),
+        Some(None) => return Err(ParseFailure::NotRpc),
+    };
+    let members = Members {
+        id: value(ID),
+        method,
+        params: value(PARAMS),
+        result: value(RESULT),
+        error: value(ERROR),
+        reject_reason,
+    };
+    if duplicate
+        || (members.method.is_none() && members.result.is_none() && members.error.is_none())
+    {
+        return Err(ParseFailure::NotRpc);
+    }
+    Ok(members)
+}
+
+const ID: usize = 0;
+const METHOD: usize = 1;
+const PARAMS: usize = 2;
+const RESULT: usize = 3;
+const ERROR: usize = 4;
+const REJECT_REASON: usize = 5;
+const KEYS: usize = 6;
+const OTHER: usize = KEYS;
+
+/// Which member a key names.
+#[inline(always)]
+fn key_index(key: &[u8]) -> usize {
+    match key {
+        b"id" => ID,
+        b"method" => METHOD,
+        b"params" => PARAMS,
+        b"result" => RESULT,
+        b"error" => ERROR,
+        b"reject-reason" => REJECT_REASON,
+        _ => OTHER,
+    }
+}
+
+/// A value that must be a string or null: `Some(Some(text))`, `Some(None)`
+/// for null, `None` for anything else.
+fn string_value(value: &[u8]) -> Option<Option<Cow<'_, str>>> {
+    if value == b"null" {
+        return Some(None);
+    }
+    let inner = value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'\\') {
+        decode(value).map(Some)
+    } else {
+        std::str::from_utf8(inner)
+            .ok()
+            .map(|s| Some(Cow::Borrowed(s)))
+    }
+}
+
+/// Decodes a JSON string literal with escapes (rare: allocates).
+fn decode(literal: &[u8]) -> Option<Cow<'_, str>> {
+    serde_json::from_slice::<String>(literal)
+        .ok()
+        .map(Cow::Owned)
+}
+
+/// Skips JSON whitespace from `i`.
+#[inline(always)]
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the string whose contents start at `from` (just after its
+/// opening quote): the index of the closing quote, and whether it holds
+/// escapes.
+#[inline(always)]
+fn string_end(b: &[u8], from: usize) -> Option<(usize, bool)> {
+    let mut j = from;
+    let mut escaped = false;
+    loop {
+        j = quote_or_backslash(b, j)?;
+        if b[j] == b'"' {
+            return Some((j, escaped));
+        }
+        escaped = true;
+        j += 1;
+        match b.get(j)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j += 1,
+            b'u' => {
+                let hex = b.get(j + 1..j + 5)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                j += 5;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Bytes looked at eight at a time before handing over to `memchr2`, whose
+/// setup costs more than a short string (most Stratum strings are short;
+/// the long ones are hex in `mining.notify`).
+const SHORT_STRING_BYTES: usize = 32;
+
+/// Index of the first `"` or `\` at or after `from`.
+#[inline(always)]
+fn quote_or_backslash(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let limit = (from + SHORT_STRING_BYTES).min(b.len());
+    let mut j = from;
+    while let Some(word) = b.get(j..j + 8).filter(|_| j + 8 <= limit) {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let x = u64::from_le_bytes(word);
+        let (q, s) = (x ^ (ONES * u64::from(b'"')), x ^ (ONES * u64::from(b'\\')));
+        // High bit set in each zero byte of q or s; the lowest one is exact.
+        let hits = ((q.wrapping_sub(ONES) & !q) | (s.wrapping_sub(ONES) & !s)) & HIGHS;
+        if hits != 0 {
+            return Some(j + (hits.trailing_zeros() / 8) as usize);
+        }
+        j += 8;
+    }
+    while j < limit {
+        if matches!(b[j], b'"' | b'\\') {
+            return Some(j);
+        }
+        j += 1;
+    }
+    memchr::memchr2(b'"', b'\\', b.get(j..)?).map(|k| j + k)
+}
+
+/// The number starting at `i`: the index after it.
+#[inline]
+fn number(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |b: &[u8], mut i: usize| {
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i > start).then_some(i)
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    i = match b.get(i)? {
+        b'0' => i + 1,
+        b'1'..=b'9' => digits(b, i)?,
+        _ => return None,
+    };
+    if b.get(i) == Some(&b'.') {
+        i = digits(b, i + 1)?;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        i = digits(b, i)?;
+    }
+    Some(i)
+}
+
+/// Skips one JSON value starting at `i` (no leading whitespace): the index
+/// after it. Iterative, with the container kinds in a bit stack, so hostile
+/// nesting cannot overflow the call stack.
+fn skip_value(b: &[u8], mut i: usize) -> Result<usize, ()> {
+    // Bit n set: the container at depth n+1 is an object.
+    let mut objects: u128 = 0;
+    let mut depth: u32 = 0;
+    loop {
+        // Expecting a value at `i`.
+        i = ws(b, i);
+        let mut opened = false;
+        match b.get(i).ok_or(())? {
+            b'{' | b'[' => {
+                if depth == MAX_DEPTH {
+                    return Err(());
+                }
+                let object = b[i] == b'{';
+                objects = (objects << 1) | u128::from(object);
+                depth += 1;
+                i = ws(b, i + 1);
+                let close = if object { b'}' } else { b']' };
+                if b.get(i) == Some(&close) {
+                    i += 1;
+                    objects >>= 1;
+                    depth -= 1;
+                } else {
+                    opened = true;
+                    if object {
+                        i = key(b, i)?;
+                    }
+                }
+            }
+            b'"' => i = string_end(b, i + 1).ok_or(())?.0 + 1,
+            b't' => i = literal(b, i, b"true")?,
+            b'f' => i = literal(b, i, b"false")?,
+            b'n' => i = literal(b, i, b"null")?,
+            _ => i = number(b, i).ok_or(())?,
+        }
+        if opened {
+            continue;
+        }
+        // After a value: close containers or move to the next element.
+        loop {
+            if depth == 0 {
+                return Ok(i);
+            }
+            i = ws(b, i);
+            let object = objects & 1 == 1;
+            match (b.get(i), object) {
+                (Some(b','), true) => {
+                    i = key(b, ws(b, i + 1))?;
+                    break;
+                }
+                (Some(b','), false) => {
+                    i += 1;
+                    break;
+                }
+                (Some(b'}'), true) | (Some(b']'), false) => {
+                    i += 1;
+                    objects >>= 1;
+                    depth -= 1;
+                }
+                _ => return Err(()),
+            }
+        }
+    }
+}
+
+/// Skips an object key and its colon: the index of the value.
+#[inline]
+fn key(b: &[u8], i: usize) -> Result<usize, ()> {
+    if b.get(i) != Some(&b'"') {
+        return Err(());
+    }
+    let (quote, _) = string_end(b, i + 1).ok_or(())?;
+    let i = ws(b, quote + 1);
+    if b.get(i) == Some(&b':') {
+        Ok(i + 1)
+    } else {
+        Err(())
+    }
+}
+
+#[inline]
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, ()> {
+    if b.get(i..i + word.len()) == Some(word) {
+        Ok(i + word.len())
+    } else {
+        Err(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What serde_json says about the same text.
+    fn serde_valid(text: &str) -> bool {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    }
+
+    #[test]
+    fn members_are_raw_text() {
+        let m =
+            scan(br#"{"id": 7 , "method":"mining.submit","params":["w", "j"],"x":{"a":[1,2,{}]}}"#)
+                .unwrap();
+        assert_eq!(m.id, Some(&b"7"[..]));
+        assert_eq!(m.method.as_deref(), Some("mining.submit"));
+        assert_eq!(m.params, Some(&br#"["w", "j"]"#[..]));
+        let r =
+            scan(br#"{"id":"a\"b","result":null,"error":[21,"x",null],"reject-reason":"stale"}"#)
+                .unwrap();
+        assert_eq!(r.id, Some(&br#""a\"b""#[..]));
+        assert_eq!(
+            (r.result, r.error),
+            (Some(&b"null"[..]), Some(&br#"[21,"x",null]"#[..]))
+        );
+        assert_eq!(r.reject_reason.as_deref(), Some("stale"));
+    }
+
+    #[test]
+    fn escaped_keys_and_method_are_decoded() {
+        let m = scan(br#"{"\u0069d":1,"method":"mining.au\u0074horize"}"#).unwrap();
+        assert_eq!(m.id, Some(&b"1"[..]));
+        assert_eq!(m.method.as_deref(), Some("mining.authorize"));
+    }
+
+    #[test]
+    fn not_rpc_versus_not_json() {
+        for text in [
+            "[1,2]",
+            "42",
+            "\"s\"",
+            "null",
+            "{}",
+            r#"{"foo":1}"#,
+            r#"{"method":7}"#,
+            r#"{"id":1,"id":2,"result":true}"#,
+            r#"{"result":true,"reject-reason":5}"#,
+        ] {
+            assert_eq!(
+                scan(text.as_bytes()).err(),
+                Some(ParseFailure::NotRpc),
+                "{text}"
+            );
+        }
+        for text in [
+            "",
+            "GET / HTTP/1.1",
+            "{",
+            r#"{"id":1,"method":"#,
+            r#"{"a":tru}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":1} x"#,
+            r#"{"a":"\u12"}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1e}"#,
+        ] {
+            assert_eq!(
+                scan(text.as_bytes()).err(),
+                Some(ParseFailure::NotJson),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn quote_search_finds_the_first_at_every_offset() {
+        for len in 0..80 {
+            for at in 0..len {
+                for mark in [b'"', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = mark;
+                    if at + 1 < len {
+                        bytes[at + 1] = b'"';
+                    }
+                    assert_eq!(quote_or_backslash(&bytes, 0), Some(at), "len {len} at {at}");
+                    assert_eq!(quote_or_backslash(&bytes, at), Some(at));
+                }
+            }
+            assert_eq!(quote_or_backslash(&vec![b'x'; len], 0), None);
+        }
+        // Bytes that differ from a quote by one bit, next to a real one.
+        assert_eq!(quote_or_backslash(b"#!\x01\xa2\"", 0), Some(4));
+    }
+
+    #[test]
+    fn nesting_is_bounded_without_recursion() {
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200_000), "]".repeat(200_000));
+        assert_eq!(scan(deep.as_bytes()).err(), Some(ParseFailure::NotJson));
+        let ok = format!("{{\"result\":{}1{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(scan(ok.as_bytes()).is_ok());
+    }
+
+    /// Pieces that make mostly-valid and often-broken JSON when concatenated.
+    fn token() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\"id\"",
+            "\"method\"",
+            "\"result\"",
+            "\"k\"",
+            "\"s\\\"t\"",
+            "\"\\u00e9\"",
+            "\"\\q\"",
+            "\"é\"",
+            "1",
+            "-2",
+            "0.5",
+            "1e9",
+            "01",
+            "-",
+            "true",
+            "false",
+            "null",
+            "nul",
+            "\"",
+            "\\",
+            "\"mining.notify\"",
+            "[]",
+            "{}",
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn validity_matches_serde_json(tokens in prop::collection::vec(token(), 0..24)) {
+            let text: String = tokens.concat();
+            let ours = !matches!(scan(text.as_bytes()), Err(ParseFailure::NotJson));
+            prop_assert_eq!(ours, serde_valid(&text), "{}", text);
+        }
+
+        #[test]
+        fn wrapped_values_are_found(tokens in prop::collection::vec(token(), 0..12)) {
+            let inner: String = tokens.concat();
+            let text = format!(r#"{{"id":3,"result":{inner},"error":null}}"#);
+            if serde_valid(&text) {
+                let m = scan(text.as_bytes()).unwrap();
+                prop_assert_eq!(m.result, Some(inner.trim_matches(' ').as_bytes()));
+            }
+        }
+    }
+}
