@@ -6,8 +6,8 @@
 use std::io::Write as _;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
@@ -157,14 +157,12 @@ async fn serve(
     info!("serving metrics on http://{}/metrics", http.local_addr());
 
     probe_pool(&upstream, config.connect_timeout, &collector);
-    let heartbeat = Arc::new(AtomicU64::new(0));
-    let watchdog = sdnotify::watchdog_interval();
-    if let Some(interval) = watchdog {
-        executor
-            .spawn(beat(heartbeat.clone(), started, interval))
-            .detach();
-    }
-    spawn_housekeeping(prometheus, watchdog, heartbeat, started);
+    spawn_housekeeping(
+        prometheus,
+        sdnotify::watchdog_interval(),
+        Arc::downgrade(&executor),
+        started,
+    );
 
     let (stop_tx, stop_rx) = smol::channel::bounded::<&'static str>(1);
     let signals =
@@ -246,27 +244,33 @@ fn probe_pool(upstream: &Upstream, timeout: Duration, collector: &Arc<Collector>
     });
 }
 
-/// Marks the executor alive; the watchdog is only fed while this runs.
-async fn beat(heartbeat: Arc<AtomicU64>, started: Instant, interval: Duration) {
-    loop {
-        heartbeat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        Timer::after(interval).await;
-    }
-}
-
-/// Exporter upkeep on a timer, and WATCHDOG=1 while the relay executor beats.
+/// Exporter upkeep on a timer, and WATCHDOG=1 while the relay executor runs:
+/// each tick schedules a tiny task on it, and systemd is fed only if the
+/// previous one ran. (A periodic timer on the executor instead would make
+/// the reactor arm a timerfd before every epoll_wait.)
 fn spawn_housekeeping(
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     watchdog: Option<Duration>,
-    heartbeat: Arc<AtomicU64>,
+    // Weak: main drops the executor at shutdown to close what is left.
+    executor: Weak<Executor<'static>>,
     started: Instant,
 ) {
     let tick = watchdog.map_or(UPKEEP_INTERVAL, |w| w.min(UPKEEP_INTERVAL));
+    let heartbeat = Arc::new(AtomicU64::new(0));
     std::thread::Builder::new()
         .name("housekeeping".into())
         .spawn(move || {
             let mut last_upkeep = Instant::now();
             loop {
+                if let (Some(_), Some(executor)) = (watchdog, executor.upgrade()) {
+                    let heartbeat = heartbeat.clone();
+                    executor
+                        .spawn(async move {
+                            heartbeat
+                                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        })
+                        .detach();
+                }
                 std::thread::sleep(tick);
                 if last_upkeep.elapsed() >= UPKEEP_INTERVAL {
                     prometheus.run_upkeep();
@@ -275,8 +279,10 @@ fn spawn_housekeeping(
                 if let Some(interval) = watchdog {
                     let now_ms = started.elapsed().as_millis() as u64;
                     let beat_ms = heartbeat.load(Ordering::Relaxed);
-                    // Fed only if the relay executor ran within two intervals.
-                    if now_ms.saturating_sub(beat_ms) <= 2 * interval.as_millis() as u64 {
+                    // Fed only if the relay executor ran the last heartbeat.
+                    if now_ms.saturating_sub(beat_ms)
+                        <= interval.as_millis() as u64 + tick.as_millis() as u64
+                    {
                         let _ = sdnotify::watchdog();
                     }
                 }

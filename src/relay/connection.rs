@@ -9,20 +9,21 @@
 //!
 //! Readiness is used sparingly because every wait costs a re-arm: after a
 //! short read the socket is not read again until the reactor says so, and
-//! timeouts are checked lazily against a timestamp, with deadlines rounded to
-//! whole seconds so that many connections share one timer wakeup.
+//! timeouts are checked lazily against a timestamp; the next one is handed
+//! to the deadline sweeper (see `deadline`) rather than an async-io timer.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use smol::{Async, Timer};
 
+use super::deadline::Deadline;
 use super::event::{CloseReason, ConnectionInfo, Direction, Event, Observer, UpstreamFailure};
 use super::server::{Limits, Upstream};
 use crate::stratum::{Frame, Kind, LineFramer, Message, ParseFailure};
@@ -79,8 +80,7 @@ pub(crate) async fn serve<O: Observer>(
     let relay = Relay {
         sockets: [miner, Arc::new(pool)],
         pipes: [Pipe::default(), Pipe::default()],
-        timer: Timer::never(),
-        timer_at: None,
+        deadline: Deadline::new(),
         limits,
         last_miner_read: Instant::now(),
         handshake_done: false,
@@ -188,8 +188,7 @@ struct Relay<'c, 'o, O: Observer> {
     sockets: [Arc<Async<TcpStream>>; 2],
     /// Indexed by direction: [miner→pool, pool→miner].
     pipes: [Pipe; 2],
-    timer: Timer,
-    timer_at: Option<Instant>,
+    deadline: Deadline,
     limits: &'c Limits,
     last_miner_read: Instant,
     handshake_done: bool,
@@ -393,26 +392,14 @@ impl<O: Observer> Relay<'_, '_, O> {
         next
     }
 
-    /// Checks timeouts; arms the shared-second timer for the next one.
+    /// Checks timeouts; asks the sweeper to wake us at the next one.
     fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
-        loop {
-            let (deadline, reason) = self.next_deadline();
-            let wake_at = round_up_to_second(deadline);
-            if self.timer_at != Some(wake_at) {
-                self.timer.set_at(wake_at);
-                self.timer_at = Some(wake_at);
-            }
-            match Pin::new(&mut self.timer).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(_) => {
-                    self.timer_at = None;
-                    if Instant::now() >= deadline {
-                        return Poll::Ready(reason);
-                    }
-                    // Activity moved the deadline on: re-arm for the new one.
-                }
-            }
+        let (deadline, reason) = self.next_deadline();
+        if Instant::now() >= deadline {
+            return Poll::Ready(reason);
         }
+        self.deadline.wake_at(deadline, cx.waker());
+        Poll::Pending
     }
 }
 
@@ -462,14 +449,4 @@ impl<O: Observer> Future for Relay<'_, '_, O> {
         }
         this.poll_deadlines(cx)
     }
-}
-
-/// Rounds `deadline` up to the next whole second since process start, so
-/// that connections whose deadlines fall in the same second share a wakeup.
-fn round_up_to_second(deadline: Instant) -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let since = deadline.saturating_duration_since(epoch);
-    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
-    epoch + Duration::from_secs(secs)
 }

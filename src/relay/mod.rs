@@ -4,6 +4,7 @@
 //! saw. It knows nothing of metrics, HTTP or configuration.
 
 pub mod connection;
+mod deadline;
 pub mod event;
 pub mod server;
 

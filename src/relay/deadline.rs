@@ -1,0 +1,210 @@
+//! Coarse connection deadlines (idle, handshake, half-close), watched by one
+//! sweeper thread instead of an async-io timer per connection.
+//!
+//! Why not `async_io::Timer`: while any timer is registered, the reactor arms
+//! a timerfd before every `epoll_wait`, one more syscall per wakeup on the hot
+//! path, and timers it fires cost a wakeup each. Here a connection only
+//! publishes its next deadline (an atomic store, rounded up to a whole
+//! second so that neighbours coalesce); the sweeper sleeps until the
+//! earliest deadline of all, wakes the connections whose deadline passed,
+//! and sleeps again. An idle proxy with no deadline due sleeps throughout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+/// Longest the sweeper sleeps without looking, even with nothing due.
+const MAX_SWEEP_SLEEP: Duration = Duration::from_secs(60);
+
+/// "No deadline".
+const NEVER: u64 = u64::MAX;
+
+/// One connection's slot: its deadline and how to wake it.
+struct Slot {
+    /// Milliseconds since [`Sweeper::epoch`], whole seconds; [`NEVER`] if none.
+    due_ms: AtomicU64,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// The process-wide sweeper.
+struct Sweeper {
+    epoch: Instant,
+    slots: Mutex<HashMap<u64, Arc<Slot>>>,
+    next_id: AtomicU64,
+    /// When the sweeper will look next (ms since epoch).
+    planned_ms: AtomicU64,
+    wake: Condvar,
+}
+
+fn sweeper() -> &'static Sweeper {
+    static SWEEPER: OnceLock<&'static Sweeper> = OnceLock::new();
+    SWEEPER.get_or_init(|| {
+        let sweeper: &'static Sweeper = Box::leak(Box::new(Sweeper {
+            epoch: Instant::now(),
+            slots: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            planned_ms: AtomicU64::new(NEVER),
+            wake: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("deadlines".into())
+            .spawn(move || sweeper.run())
+            .expect("spawn the deadline sweeper thread");
+        sweeper
+    })
+}
+
+impl Sweeper {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn run(&self) {
+        let mut slots = self.lock();
+        loop {
+            let now = self.now_ms();
+            let mut earliest = NEVER;
+            for slot in slots.values() {
+                let due = slot.due_ms.load(Ordering::Relaxed);
+                if due <= now {
+                    // Fired once; the connection publishes its next deadline.
+                    slot.due_ms.store(NEVER, Ordering::Relaxed);
+                    if let Some(waker) = slot.waker.lock().unwrap_or_else(|e| e.into_inner()).take()
+                    {
+                        waker.wake();
+                    }
+                } else {
+                    earliest = earliest.min(due);
+                }
+            }
+            let sleep_ms = earliest
+                .saturating_sub(now)
+                .min(MAX_SWEEP_SLEEP.as_millis() as u64);
+            self.planned_ms.store(now + sleep_ms, Ordering::Relaxed);
+            slots = self
+                .wake
+                .wait_timeout(slots, Duration::from_millis(sleep_ms))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// A connection's registration with the sweeper; removed on drop.
+pub(crate) struct Deadline {
+    id: u64,
+    slot: Arc<Slot>,
+    /// The deadline last published.
+    published_ms: u64,
+    /// The waker last handed over, to skip locking for the same one.
+    waker: Option<Waker>,
+}
+
+impl Deadline {
+    /// Registers a connection with no deadline yet.
+    pub(crate) fn new() -> Deadline {
+        let sweeper = sweeper();
+        let id = sweeper.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            due_ms: AtomicU64::new(NEVER),
+            waker: Mutex::new(None),
+        });
+        sweeper.lock().insert(id, slot.clone());
+        Deadline {
+            id,
+            slot,
+            published_ms: NEVER,
+            waker: None,
+        }
+    }
+
+    /// Asks to be woken with `waker` once `at` has passed (within a second
+    /// after it: deadlines are rounded up to whole seconds to coalesce).
+    pub(crate) fn wake_at(&mut self, at: Instant, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *self.slot.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker.clone());
+            self.waker = Some(waker.clone());
+        }
+        let sweeper = sweeper();
+        let since = at.saturating_duration_since(sweeper.epoch);
+        let due_ms = (since.as_secs() + u64::from(since.subsec_nanos() > 0)) * 1000;
+        let current = self.slot.due_ms.load(Ordering::Relaxed);
+        if due_ms == current {
+            return;
+        }
+        let earlier = current == NEVER || due_ms < self.published_ms;
+        self.published_ms = due_ms;
+        if !earlier {
+            // Later than before (activity moved it): the sweeper may look
+            // too early, find nothing due and look again. No lock needed.
+            self.slot.due_ms.store(due_ms, Ordering::Relaxed);
+            return;
+        }
+        // Earlier (a new connection, a half-close, or after firing): publish
+        // under the lock, so the sweeper cannot be between scanning this slot
+        // and choosing how long to sleep.
+        let _slots = sweeper.lock();
+        self.slot.due_ms.store(due_ms, Ordering::Relaxed);
+        if due_ms < sweeper.planned_ms.load(Ordering::Relaxed) {
+            sweeper.planned_ms.store(due_ms, Ordering::Relaxed);
+            sweeper.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        sweeper().lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::task::Wake;
+
+    struct Flag(AtomicBool, Mutex<()>, Condvar);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+            let _g = self.1.lock().unwrap();
+            self.2.notify_all();
+        }
+    }
+
+    #[test]
+    fn wakes_after_the_deadline_and_not_before() {
+        let flag = Arc::new(Flag(AtomicBool::new(false), Mutex::new(()), Condvar::new()));
+        let waker = Waker::from(flag.clone());
+        let mut deadline = Deadline::new();
+        let at = Instant::now() + Duration::from_millis(300);
+        deadline.wake_at(at, &waker);
+        let mut guard = flag.1.lock().unwrap();
+        let limit = Instant::now() + Duration::from_secs(10);
+        while !flag.0.load(Ordering::SeqCst) && Instant::now() < limit {
+            guard = flag
+                .2
+                .wait_timeout(guard, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+        assert!(flag.0.load(Ordering::SeqCst), "never woken");
+        assert!(Instant::now() >= at, "woken before the deadline");
+    }
+
+    #[test]
+    fn dropped_registration_is_removed() {
+        let deadline = Deadline::new();
+        let id = deadline.id;
+        assert!(sweeper().lock().contains_key(&id));
+        drop(deadline);
+        assert!(!sweeper().lock().contains_key(&id));
+    }
+}
