@@ -167,6 +167,24 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Time on CPU summed over every thread of `pid`, in nanoseconds
+/// (/proc/PID/task/*/schedstat): a fine-grained cross-check of [`cpu_ticks`].
+fn cpu_sched_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total)
+}
+
 /// Voluntary + involuntary context switches summed over every thread of `pid`.
 fn context_switches(pid: u32) -> Option<u64> {
     let mut total = 0;
@@ -310,6 +328,7 @@ async fn run(
 
     let s0 = pool.stats();
     let cpu0 = pid.and_then(cpu_ticks);
+    let sched0 = pid.and_then(cpu_sched_ns);
     let cs0 = pid.and_then(context_switches);
     let t0 = Instant::now();
     let mut burst_sent_at = None;
@@ -327,6 +346,7 @@ async fn run(
     }
     let s1 = pool.stats();
     let cpu1 = pid.and_then(cpu_ticks);
+    let sched1 = pid.and_then(cpu_sched_ns);
     let cs1 = pid.and_then(context_switches);
     let elapsed = t0.elapsed().as_secs_f64();
 
@@ -354,6 +374,12 @@ async fn run(
     let ticks = clock_ticks_per_second();
     let cpu_us_per_msg = match (cpu0, cpu1) {
         (Some(a), Some(b)) if messages > 0 => Some((b - a) as f64 / ticks * 1e6 / messages as f64),
+        _ => None,
+    };
+    let cpu_sched_us_per_msg = match (sched0, sched1) {
+        (Some(a), Some(b)) if messages > 0 => {
+            Some(b.saturating_sub(a) as f64 / 1e3 / messages as f64)
+        }
         _ => None,
     };
     let cpu_seconds = match (cpu0, cpu1) {
@@ -409,6 +435,7 @@ async fn run(
         "pool_submits_total": pool.stats().submits,
         "cpu_s": cpu_seconds,
         "cpu_us_per_msg": cpu_us_per_msg,
+        "cpu_sched_us_per_msg": cpu_sched_us_per_msg,
         "rss_idle_kib": rss_idle,
         "rss_loaded_kib": rss_loaded,
         "rss_per_miner_kib": rss_per_miner_kib,
