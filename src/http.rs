@@ -148,7 +148,10 @@ impl HttpServer {
         let public = async_net::TcpListener::try_from(public)?;
         let gate = std::thread::Builder::new()
             .name("http-gate".into())
-            .spawn(move || smol::block_on(gate(public, internal_addr, gate_stopped)))?;
+            // Not smol::block_on: that would compete with the relay's thread
+            // for async-io's reactor, and whichever thread holds it runs the
+            // relay's epoll and must wake the relay thread for every event.
+            .spawn(move || smol::future::block_on(gate(public, internal_addr, gate_stopped)))?;
         let workers = (0..threads.max(1))
             .map(|n| {
                 let server = server.clone();

@@ -1,9 +1,9 @@
 //! Coarse connection deadlines (idle, handshake, half-close), watched by one
 //! sweeper thread instead of an async-io timer per connection.
 //!
-//! Why not `async_io::Timer`: while any timer is registered, the reactor arms
-//! a timerfd before every `epoll_wait`, one more syscall per wakeup on the hot
-//! path, and timers it fires cost a wakeup each. Here a connection only
+//! Why not `async_io::Timer`: every timer that fires is a reactor wakeup of
+//! its own, and while timers are registered the reactor does timer
+//! bookkeeping (and an allocation) on every turn. Here a connection only
 //! publishes its next deadline (an atomic store, rounded up to a whole
 //! second so that neighbours coalesce); the sweeper sleeps until the
 //! earliest deadline of all, wakes the connections whose deadline passed,
