@@ -68,6 +68,9 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::Value;
 
+// The relay's limits are defined once, with the relay's public API.
+use crate::relay::server;
+
 use crate::logging::LogFormat;
 
 /// Default miner-facing listen address.
@@ -81,23 +84,23 @@ pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 /// Default log format.
 pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Auto;
 /// Default limit of simultaneously open miner connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = server::DEFAULT_MAX_CONNECTIONS;
 /// Largest accepted `max_connections`.
 pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 /// Default token-bucket refill rate for accepting connections, per second.
-pub const DEFAULT_ACCEPT_RATE_PER_SECOND: f64 = 500.0;
+pub const DEFAULT_ACCEPT_RATE_PER_SECOND: f64 = server::DEFAULT_ACCEPT_RATE_PER_SECOND;
 /// Largest accepted `accept_rate_per_second`.
 pub const MAX_ACCEPT_RATE_PER_SECOND: f64 = 1_000_000.0;
 /// Default token-bucket size (connections accepted at once after a pause).
-pub const DEFAULT_ACCEPT_BURST: u32 = 1000;
+pub const DEFAULT_ACCEPT_BURST: u32 = server::DEFAULT_ACCEPT_BURST;
 /// Largest accepted `accept_burst`.
 pub const MAX_ACCEPT_BURST: u32 = 1_000_000;
 /// Default time to open the upstream TCP connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time a relay may pass with no byte in either direction.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = server::DEFAULT_CONNECT_TIMEOUT;
+/// Default time a relay may pass with no byte from the miner.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = server::DEFAULT_IDLE_TIMEOUT;
 /// Default time for a miner to send its first line after connecting.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = server::DEFAULT_HANDSHAKE_TIMEOUT;
 /// Default time open relays may finish after SIGTERM before being closed.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time after which a request without response (e.g. a submit)
