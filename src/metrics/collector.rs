@@ -270,17 +270,19 @@ pub struct ConnectionMeter {
     client: Arc<ClientMetrics>,
     difficulty: f64,
     pending: VecDeque<Pending>,
+    /// The latest login in flight: its id hash and the client it becomes if
+    /// accepted (kept apart from `pending`, which it would double in size).
+    login: Option<(u64, Arc<ClientMetrics>)>,
 }
 
-/// A request waiting for its response.
+/// A request waiting for its response (32 bytes: one per submit in flight).
 struct Pending {
     id_hash: u64,
-    method: Method,
-    sent: Instant,
+    /// Microseconds since the collector started.
+    sent_us: u64,
     /// Difficulty in force when a share was submitted.
     difficulty: f64,
-    /// For a login: the client it will become if accepted.
-    login_client: Option<Arc<ClientMetrics>>,
+    method: Method,
 }
 
 impl Collector {
@@ -379,6 +381,10 @@ impl Collector {
         }
     }
 
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
     fn now_ms(&self) -> u64 {
         // +1 so that 0 can mean "never".
         self.start.elapsed().as_millis() as u64 + 1
@@ -465,9 +471,11 @@ impl Collector {
     }
 
     /// Expires pending requests older than the request timeout.
-    fn expire(&self, conn: &mut ConnectionMeter, now: Instant) {
+    fn expire(&self, conn: &mut ConnectionMeter, now_us: u64) {
         while let Some(front) = conn.pending.front() {
-            if now.duration_since(front.sent) < self.options.request_timeout {
+            if now_us.saturating_sub(front.sent_us)
+                < self.options.request_timeout.as_micros() as u64
+            {
                 break;
             }
             conn.pending.pop_front();
@@ -479,8 +487,8 @@ impl Collector {
     fn request(&self, conn: &mut ConnectionMeter, message: &Message<'_>) {
         let Some(id) = message.id() else { return };
         let method = message.method().unwrap_or(Method::Other);
-        let now = Instant::now();
-        self.expire(conn, now);
+        let now_us = self.now_us();
+        self.expire(conn, now_us);
         if conn.pending.len() >= MAX_PENDING_REQUESTS {
             conn.pending.pop_front();
             self.pool.pending.decrement(1.0);
@@ -490,25 +498,27 @@ impl Collector {
             conn.client.submits.increment(1);
             conn.client.totals.submits.fetch_add(1, Ordering::Relaxed);
         }
-        let login_client = if method.is_login() {
-            message.user().and_then(|user| {
+        let id_hash = hash_id(id.raw_bytes());
+        if method.is_login() {
+            conn.login = message.user().and_then(|user| {
                 info!(
                     "conn={} peer={} authorizing user={}",
                     conn.id,
                     conn.peer,
                     truncate(&user, 128)
                 );
-                self.client_for_user(&user)
-            })
-        } else {
-            None
-        };
+                self.client_for_user(&user).map(|client| (id_hash, client))
+            });
+        }
+        if conn.pending.capacity() == 0 {
+            // Miners keep one or two requests in flight; grow only if needed.
+            conn.pending.reserve_exact(2);
+        }
         conn.pending.push_back(Pending {
-            id_hash: hash_id(id.raw_bytes()),
-            method,
-            sent: now,
+            id_hash,
+            sent_us: now_us,
             difficulty: conn.difficulty,
-            login_client,
+            method,
         });
         self.pool.pending.increment(1.0);
     }
@@ -525,8 +535,8 @@ impl Collector {
         };
         self.pool.pending.decrement(1.0);
         // `Method::ALL` lists the variants in declaration order.
-        self.pool.request_response[pending.method as usize]
-            .record(pending.sent.elapsed().as_secs_f64());
+        let waited_us = self.now_us().saturating_sub(pending.sent_us);
+        self.pool.request_response[pending.method as usize].record(waited_us as f64 / 1e6);
         let outcome = message.outcome();
         if pending.method.is_share_submit() {
             let client = &conn.client;
@@ -543,7 +553,11 @@ impl Collector {
                 }
                 Outcome::Value => self.reject(client, RejectReason::Other),
             }
-        } else if let (Some(client), Outcome::Accepted) = (pending.login_client, &outcome)
+        } else if pending.method.is_login()
+            && let Some((login_hash, _)) = conn.login
+            && login_hash == id_hash
+            && let Some((_, client)) = conn.login.take()
+            && outcome == Outcome::Accepted
             && !Arc::ptr_eq(&client, &conn.client)
         {
             info!(
@@ -663,6 +677,7 @@ impl Observer for Collector {
             client,
             difficulty: 0.0,
             pending: VecDeque::new(),
+            login: None,
         }
     }
 

@@ -47,17 +47,23 @@ pub(crate) async fn serve<O: Observer>(
     limits: &Limits,
     observer: &O,
 ) {
-    let mut conn = ObservedConnection {
-        observer,
-        state: Some(observer.accepted(&info)),
-        accepted_at: info.accepted_at,
-        bytes: [0, 0],
-        closed: false,
+    // `info` ends here rather than living in the task for good.
+    let mut conn = {
+        let info = info;
+        ObservedConnection {
+            observer,
+            state: Some(observer.accepted(&info)),
+            accepted_at: info.accepted_at,
+            bytes: [0, 0],
+            closed: false,
+        }
     };
     let _ = miner.get_ref().set_nodelay(true);
 
     let started = Instant::now();
-    let pool = match connect(upstream, limits.connect_timeout).await {
+    // Boxed: the connect future (resolver, connect, timer) is large and
+    // short-lived; inline it would size every relay task for good.
+    let pool = match Box::pin(connect(upstream, limits.connect_timeout)).await {
         Ok((pool, addr)) => {
             conn.emit(Event::UpstreamConnected {
                 addr,
