@@ -47,17 +47,8 @@ pub(crate) async fn serve<O: Observer>(
     limits: &Limits,
     observer: &O,
 ) {
-    // `info` ends here rather than living in the task for good.
-    let mut conn = {
-        let info = info;
-        ObservedConnection {
-            observer,
-            state: Some(observer.accepted(&info)),
-            accepted_at: info.accepted_at,
-            bytes: [0, 0],
-            closed: false,
-        }
-    };
+    // Consumes `info`, which so does not live in the task for good.
+    let mut conn = ObservedConnection::open(observer, info);
     let _ = miner.get_ref().set_nodelay(true);
 
     let started = Instant::now();
@@ -141,7 +132,17 @@ struct ObservedConnection<'o, O: Observer> {
     closed: bool,
 }
 
-impl<O: Observer> ObservedConnection<'_, O> {
+impl<'o, O: Observer> ObservedConnection<'o, O> {
+    fn open(observer: &'o O, info: ConnectionInfo) -> Self {
+        ObservedConnection {
+            observer,
+            state: Some(observer.accepted(&info)),
+            accepted_at: info.accepted_at,
+            bytes: [0, 0],
+            closed: false,
+        }
+    }
+
     #[inline]
     fn emit(&mut self, event: Event<'_>) {
         if let Some(state) = self.state.as_mut() {
