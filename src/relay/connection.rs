@@ -17,7 +17,6 @@ use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,7 @@ thread_local! {
 
 /// Relays one accepted miner connection until it ends; reports to `observer`.
 pub(crate) async fn serve<O: Observer>(
-    miner: Arc<Async<TcpStream>>,
+    miner: Async<TcpStream>,
     info: ConnectionInfo,
     upstream: &Upstream,
     limits: &Limits,
@@ -75,7 +74,7 @@ pub(crate) async fn serve<O: Observer>(
     let _ = pool.get_ref().set_nodelay(true);
 
     let relay = Relay {
-        sockets: [miner, Arc::new(pool)],
+        sockets: [miner, pool],
         pipes: [Pipe::default(), Pipe::default()],
         deadline: Deadline::new(),
         limits,
@@ -98,7 +97,7 @@ async fn connect(
         let addrs = upstream.resolve().await?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for pool host");
         for addr in addrs {
-            match Async::<TcpStream>::connect(addr).await {
+            match connect_to(addr).await {
                 Ok(stream) => return Ok((stream, addr)),
                 Err(e) => last = e,
             }
@@ -120,6 +119,34 @@ async fn connect(
         };
         (failure, e)
     })
+}
+
+/// Connects a non-blocking socket and waits for it on the reactor.
+///
+/// Not `Async::connect`: it awaits writability through a waker list that
+/// async-io then keeps in the socket's source for the connection's whole
+/// life (about 100 bytes per miner). `poll_writable` uses the source's
+/// single waker slot instead.
+async fn connect_to(addr: SocketAddr) -> io::Result<Async<TcpStream>> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let socket = rustix::net::socket_with(family, SocketType::STREAM, flags, Some(ipproto::TCP))?;
+    match rustix::net::connect(&socket, &addr) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::INPROGRESS => {}
+        Err(e) => return Err(e.into()),
+    }
+    let stream = Async::new_nonblocking(TcpStream::from(socket))?;
+    std::future::poll_fn(|cx| stream.poll_writable(cx)).await?;
+    match stream.get_ref().take_error()? {
+        Some(error) => Err(error),
+        None => Ok(stream),
+    }
 }
 
 /// The observer's per-connection state plus what `Closed` needs.
@@ -192,7 +219,7 @@ struct Pipe {
 /// The relay future: resolves with why the connection ended.
 struct Relay<'c, 'o, O: Observer> {
     /// [miner, pool].
-    sockets: [Arc<Async<TcpStream>>; 2],
+    sockets: [Async<TcpStream>; 2],
     /// Indexed by direction: [miner→pool, pool→miner].
     pipes: [Pipe; 2],
     deadline: Deadline,

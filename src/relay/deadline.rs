@@ -9,30 +9,48 @@
 //! earliest deadline of all, wakes the connections whose deadline passed,
 //! and sleeps again. An idle proxy with no deadline due sleeps throughout.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 /// Longest the sweeper sleeps without looking, even with nothing due.
 const MAX_SWEEP_SLEEP: Duration = Duration::from_secs(60);
 
+/// Slots per chunk; chunks are allocated as connections grow and kept.
+const CHUNK_SLOTS: usize = 256;
+
 /// "No deadline".
 const NEVER: u64 = u64::MAX;
 
-/// One connection's slot: its deadline and how to wake it.
+/// One connection's slot: its deadline and how to wake it (32 bytes, in a
+/// chunk that never moves, so a connection may hold a plain reference).
 struct Slot {
     /// Milliseconds since [`Sweeper::epoch`], whole seconds; [`NEVER`] if none.
     due_ms: AtomicU64,
     waker: Mutex<Option<Waker>>,
 }
 
+type Chunk = [Slot; CHUNK_SLOTS];
+
+/// Which slots exist and which are free.
+struct Slots {
+    chunks: Vec<&'static Chunk>,
+    /// Slots handed out at least once (the sweeper looks at these).
+    used: usize,
+    free: Vec<usize>,
+}
+
+impl Slots {
+    fn get(&self, index: usize) -> &'static Slot {
+        &self.chunks[index / CHUNK_SLOTS][index % CHUNK_SLOTS]
+    }
+}
+
 /// The process-wide sweeper.
 struct Sweeper {
     epoch: Instant,
-    slots: Mutex<HashMap<u64, Arc<Slot>>>,
-    next_id: AtomicU64,
+    slots: Mutex<Slots>,
     /// When the sweeper will look next (ms since epoch).
     planned_ms: AtomicU64,
     wake: Condvar,
@@ -43,8 +61,11 @@ fn sweeper() -> &'static Sweeper {
     SWEEPER.get_or_init(|| {
         let sweeper: &'static Sweeper = Box::leak(Box::new(Sweeper {
             epoch: Instant::now(),
-            slots: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
+            slots: Mutex::new(Slots {
+                chunks: Vec::new(),
+                used: 0,
+                free: Vec::new(),
+            }),
             planned_ms: AtomicU64::new(NEVER),
             wake: Condvar::new(),
         }));
@@ -57,7 +78,7 @@ fn sweeper() -> &'static Sweeper {
 }
 
 impl Sweeper {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -70,7 +91,8 @@ impl Sweeper {
         loop {
             let now = self.now_ms();
             let mut earliest = NEVER;
-            for slot in slots.values() {
+            for index in 0..slots.used {
+                let slot = slots.get(index);
                 let due = slot.due_ms.load(Ordering::Relaxed);
                 if due <= now {
                     // Fired once; the connection publishes its next deadline.
@@ -96,10 +118,10 @@ impl Sweeper {
     }
 }
 
-/// A connection's registration with the sweeper; removed on drop.
+/// A connection's registration with the sweeper; its slot is freed on drop.
 pub(crate) struct Deadline {
-    id: u64,
-    slot: Arc<Slot>,
+    index: usize,
+    slot: &'static Slot,
     /// The deadline last published.
     published_ms: u64,
     /// The waker last handed over, to skip locking for the same one.
@@ -109,16 +131,27 @@ pub(crate) struct Deadline {
 impl Deadline {
     /// Registers a connection with no deadline yet.
     pub(crate) fn new() -> Deadline {
-        let sweeper = sweeper();
-        let id = sweeper.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot {
-            due_ms: AtomicU64::new(NEVER),
-            waker: Mutex::new(None),
-        });
-        sweeper.lock().insert(id, slot.clone());
+        let mut slots = sweeper().lock();
+        let index = match slots.free.pop() {
+            Some(index) => index,
+            None => {
+                if slots.used == slots.chunks.len() * CHUNK_SLOTS {
+                    // Kept for the process's life and reused: bounded by the
+                    // most connections ever open at once.
+                    let chunk: &'static Chunk =
+                        Box::leak(Box::new(std::array::from_fn(|_| Slot {
+                            due_ms: AtomicU64::new(NEVER),
+                            waker: Mutex::new(None),
+                        })));
+                    slots.chunks.push(chunk);
+                }
+                slots.used += 1;
+                slots.used - 1
+            }
+        };
         Deadline {
-            id,
-            slot,
+            index,
+            slot: slots.get(index),
             published_ms: NEVER,
             waker: None,
         }
@@ -160,13 +193,17 @@ impl Deadline {
 
 impl Drop for Deadline {
     fn drop(&mut self) {
-        sweeper().lock().remove(&self.id);
+        let mut slots = sweeper().lock();
+        self.slot.due_ms.store(NEVER, Ordering::Relaxed);
+        *self.slot.waker.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        slots.free.push(self.index);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     use std::task::Wake;
 
@@ -200,11 +237,11 @@ mod tests {
     }
 
     #[test]
-    fn dropped_registration_is_removed() {
+    fn dropped_registration_frees_its_slot_for_reuse() {
         let deadline = Deadline::new();
-        let id = deadline.id;
-        assert!(sweeper().lock().contains_key(&id));
+        let index = deadline.index;
+        assert!(!sweeper().lock().free.contains(&index));
         drop(deadline);
-        assert!(!sweeper().lock().contains_key(&id));
+        assert!(sweeper().lock().free.contains(&index));
     }
 }
