@@ -384,3 +384,32 @@ fn grace_period_expiry_closes_remaining_relays_and_exits_zero() {
         report.miners
     );
 }
+
+#[test]
+fn silent_http_clients_neither_grow_threads_nor_stall_the_relay() {
+    let rt = SimRuntime::new();
+    let pool = pool(&rt, PoolConfig::default());
+    let proxy = Proxy::start(pool.local_addr(), &[], &[]);
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{}/task", proxy.child.id()))
+            .expect("proc task dir")
+            .count()
+    };
+    let before = threads();
+    // Hostile clients: connect to the metrics port and never send a byte.
+    let silent: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(proxy.metrics).expect("connect metrics port"))
+        .collect();
+    // The relay is used while they hang on.
+    let report = run_fleet(&rt, fleet(&proxy, 4, &["hank"], 10));
+    assert_eq!(report.totals.errors, 0);
+    assert_eq!(report.totals.accepted, 40);
+    let during = threads();
+    // Gate admits at most MAX_HTTP_CONNECTIONS; tiny_http reads each
+    // admitted one on a thread of its own: bounded by that, not by 50.
+    assert!(
+        during <= before + stratum_proxy::http::MAX_HTTP_CONNECTIONS,
+        "threads grew from {before} to {during} with 50 silent HTTP clients"
+    );
+    drop(silent);
+}
