@@ -177,7 +177,7 @@ pub struct Config {
     pub accept_burst: u32,
     /// Time to open the upstream TCP connection.
     pub connect_timeout: Duration,
-    /// Time a relay may pass without a byte in either direction.
+    /// Time a relay may pass without a byte from the miner.
     pub idle_timeout: Duration,
     /// Time for a new miner to send its first line.
     pub handshake_timeout: Duration,
