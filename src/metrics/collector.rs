@@ -511,8 +511,9 @@ impl Collector {
             });
         }
         if conn.pending.capacity() == 0 {
-            // Miners keep one or two requests in flight; grow only if needed.
-            conn.pending.reserve_exact(2);
+            // Most miners keep one request in flight; one that pipelines
+            // grows this once and keeps it.
+            conn.pending.reserve_exact(1);
         }
         conn.pending.push_back(Pending {
             id_hash,

@@ -207,7 +207,7 @@ struct Pipe {
     /// Bytes read but not yet taken by the destination socket.
     unsent: Vec<u8>,
     /// How much of `unsent` was written already.
-    unsent_from: usize,
+    unsent_from: u32,
     /// The source may have more to read without waiting for readiness.
     maybe_readable: bool,
     /// The source reached end of stream.
@@ -352,7 +352,8 @@ impl<O: Observer> Relay<'_, '_, O> {
         let dst = 1 - d;
         loop {
             let pipe = &mut self.pipes[d];
-            if pipe.unsent_from == pipe.unsent.len() {
+            let from = pipe.unsent_from as usize;
+            if from == pipe.unsent.len() {
                 if !pipe.unsent.is_empty() {
                     // Give the buffer back: it exists only while a peer is slow.
                     pipe.unsent = Vec::new();
@@ -360,12 +361,10 @@ impl<O: Observer> Relay<'_, '_, O> {
                 }
                 return Ok(true);
             }
-            match self.sockets[dst]
-                .get_ref()
-                .write(&pipe.unsent[pipe.unsent_from..])
-            {
+            match self.sockets[dst].get_ref().write(&pipe.unsent[from..]) {
                 Ok(n) => {
-                    pipe.unsent_from += n;
+                    // At most one read (READ_BUFFER_BYTES) is ever unsent.
+                    pipe.unsent_from += n as u32;
                     self.relayed(direction, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -37,10 +37,11 @@ pub enum Frame<'a> {
 pub struct LineFramer {
     /// Bytes of the current, unfinished line (empty when skipping).
     tail: Vec<u8>,
-    /// Length so far of an over-long line being skipped; 0 when not skipping.
-    skipped_bytes: usize,
-    /// Whether the last skipped byte was `\r` (it may be the line's CR).
-    skipped_ends_cr: bool,
+    /// An over-long line being skipped: its length so far, shifted left by
+    /// one, with the low bit set if its last byte was `\r` (it may be the
+    /// line's CR). 0 when not skipping (a skipped line is never empty).
+    /// One word instead of two keeps every connection's framers small.
+    skipped: u64,
 }
 
 impl LineFramer {
@@ -48,8 +49,7 @@ impl LineFramer {
     pub const fn new() -> Self {
         LineFramer {
             tail: Vec::new(),
-            skipped_bytes: 0,
-            skipped_ends_cr: false,
+            skipped: 0,
         }
     }
 
@@ -69,10 +69,10 @@ impl LineFramer {
         while let Some(pos) = memchr_newline(chunk) {
             let head = &chunk[..pos];
             chunk = &chunk[pos + 1..];
-            if self.skipped_bytes > 0 {
-                let ends_cr = head.last().map_or(self.skipped_ends_cr, |&b| b == b'\r');
-                let total = self.skipped_bytes + head.len();
-                self.skipped_bytes = 0;
+            if self.skipped != 0 {
+                let ends_cr = head.last().map_or(self.skipped & 1 == 1, |&b| b == b'\r');
+                let total = (self.skipped >> 1) as usize + head.len();
+                self.skipped = 0;
                 on_frame(Frame::Overlong(total - usize::from(ends_cr)));
             } else if self.tail.is_empty() {
                 emit(head, &mut on_frame);
@@ -90,16 +90,20 @@ impl LineFramer {
         if chunk.is_empty() {
             return;
         }
-        if self.skipped_bytes > 0 {
-            self.skipped_bytes += chunk.len();
-            self.skipped_ends_cr = chunk.last() == Some(&b'\r');
+        let ends_cr = chunk.last() == Some(&b'\r');
+        if self.skipped != 0 {
+            self.skip((self.skipped >> 1) as usize + chunk.len(), ends_cr);
         } else if self.tail.len() + chunk.len() > MAX_RAW_LINE_BYTES {
-            self.skipped_bytes = self.tail.len() + chunk.len();
-            self.skipped_ends_cr = chunk.last() == Some(&b'\r');
+            self.skip(self.tail.len() + chunk.len(), ends_cr);
             self.tail = Vec::new();
         } else {
             self.tail.extend_from_slice(chunk);
         }
+    }
+
+    /// Records that `bytes` of an over-long line were skipped so far.
+    fn skip(&mut self, bytes: usize, ends_cr: bool) {
+        self.skipped = ((bytes as u64) << 1) | u64::from(ends_cr);
     }
 
     /// Empties the tail, keeping its allocation only when it is small.
