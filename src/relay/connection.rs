@@ -253,7 +253,12 @@ fn error_on(socket: usize, error: &io::Error) -> CloseReason {
 
 impl<O: Observer> Relay<'_, '_, O> {
     /// Moves bytes one way until neither side can make progress now.
-    fn pump(&mut self, direction: Direction, cx: &mut Context<'_>) -> Result<(), CloseReason> {
+    fn pump(
+        &mut self,
+        direction: Direction,
+        now: Instant,
+        cx: &mut Context<'_>,
+    ) -> Result<(), CloseReason> {
         let d = index(direction);
         let (src, dst) = (d, 1 - d);
         loop {
@@ -303,13 +308,13 @@ impl<O: Observer> Relay<'_, '_, O> {
                         } else {
                             CloseReason::PoolClosed
                         });
-                        self.half_closed_at = Some(Instant::now());
+                        self.half_closed_at = Some(now);
                     }
                 }
                 usize::MAX => {}
                 n => {
                     if d == 0 {
-                        self.last_miner_read = Instant::now();
+                        self.last_miner_read = now;
                     }
                     // A short read drained the socket: wait for readiness
                     // instead of a read that would only say EAGAIN.
@@ -426,9 +431,9 @@ impl<O: Observer> Relay<'_, '_, O> {
     }
 
     /// Checks timeouts; asks the sweeper to wake us at the next one.
-    fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+    fn poll_deadlines(&mut self, now: Instant, cx: &mut Context<'_>) -> Poll<CloseReason> {
         let (deadline, reason) = self.next_deadline();
-        if Instant::now() >= deadline {
+        if now >= deadline {
             return Poll::Ready(reason);
         }
         self.deadline.wake_at(deadline, cx.waker());
@@ -471,8 +476,10 @@ impl<O: Observer> Future for Relay<'_, '_, O> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
         let this = self.get_mut();
+        // One clock read per poll serves the activity stamps and the deadline check.
+        let now = Instant::now();
         for direction in DIRECTIONS {
-            if let Err(reason) = this.pump(direction, cx) {
+            if let Err(reason) = this.pump(direction, now, cx) {
                 return Poll::Ready(reason);
             }
         }
@@ -480,6 +487,6 @@ impl<O: Observer> Future for Relay<'_, '_, O> {
         if done(&this.pipes[0]) && done(&this.pipes[1]) {
             return Poll::Ready(this.first_eof.unwrap_or(CloseReason::MinerClosed));
         }
-        this.poll_deadlines(cx)
+        this.poll_deadlines(now, cx)
     }
 }
