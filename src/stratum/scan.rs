@@ -498,6 +498,39 @@ mod tests {
         ])
     }
 
+    /// Any JSON value, nested a few levels, with keys that collide with
+    /// the members the scanner looks for.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-z\\\\\"é{}\\[\\],:]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop::sample::select(vec!["id", "method", "result", "error", "k", "é"]),
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|members| Value::Object(
+                    members
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect()
+                )),
+            ]
+        })
+    }
+
     proptest! {
         #[test]
         fn validity_matches_serde_json(tokens in prop::collection::vec(token(), 0..24)) {
@@ -510,10 +543,34 @@ mod tests {
         fn wrapped_values_are_found(tokens in prop::collection::vec(token(), 0..12)) {
             let inner: String = tokens.concat();
             let text = format!(r#"{{"id":3,"result":{inner},"error":null}}"#);
-            if serde_valid(&text) {
-                let m = scan(text.as_bytes()).unwrap();
-                prop_assert_eq!(m.result, Some(inner.trim_matches(' ').as_bytes()));
+            match scan(text.as_bytes()) {
+                // A value on its own is found whole, whitespace aside.
+                Ok(m) if serde_valid(&inner) => {
+                    prop_assert_eq!(m.result, Some(inner.trim_matches(' ').as_bytes()));
+                }
+                // A fragment such as `1,"k":2` leaves `result` the part
+                // before its first comma.
+                Ok(m) => {
+                    let result = m.result.expect("result member");
+                    prop_assert!(inner.trim_start_matches(' ').as_bytes().starts_with(result));
+                    prop_assert!(serde_valid(std::str::from_utf8(result).unwrap()));
+                }
+                // `1,"id":2` or `1,"method":7` is valid JSON but a duplicate
+                // or non-string member, which is not JSON-RPC.
+                Err(ParseFailure::NotRpc) => prop_assert!(serde_valid(&text) && !serde_valid(&inner)),
+                Err(ParseFailure::NotJson) => prop_assert!(!serde_valid(&text), "{}", text),
+                Err(other) => prop_assert!(false, "{:?} for {}", other, text),
             }
+        }
+
+        #[test]
+        fn generated_values_are_found(value in json_value(), pad in " {0,2}") {
+            let inner = serde_json::to_string(&value).unwrap();
+            let text = format!(r#"{{"error":null,"result":{pad}{inner}{pad},"id":3}}"#);
+            let m = scan(text.as_bytes()).unwrap();
+            prop_assert_eq!(m.result, Some(inner.as_bytes()));
+            prop_assert_eq!(m.id, Some(&b"3"[..]));
+            prop_assert_eq!(m.error, Some(&b"null"[..]));
         }
     }
 }
