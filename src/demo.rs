@@ -131,10 +131,10 @@ pub fn run_with_output<O: Observer, W: Write + Send>(
             let until = until.clone();
             std::thread::Builder::new()
                 .name(format!("demo-{i}"))
-                .spawn(move || smol::block_on(executor.run(until.recv())))
+                .spawn(move || crate::reactor::block_on(executor.run(until.recv())))
         })
         .collect::<io::Result<_>>()?;
-    let result = smol::block_on(executor.run(demo(&executor, observer, options, out)));
+    let result = crate::reactor::block_on(executor.run(demo(&executor, observer, options, out)));
     shutdown.close();
     for helper in helpers {
         let _ = helper.join();

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod reactor;
 pub mod relay;
 pub mod sdnotify;
 pub mod sim;

@@ -19,7 +19,7 @@ use stratum_proxy::http::{App, HttpServer};
 use stratum_proxy::metrics::schema::build_recorder;
 use stratum_proxy::metrics::{Collector, CollectorOptions};
 use stratum_proxy::relay::{Limits, Server, Upstream};
-use stratum_proxy::{demo, logging, sdnotify};
+use stratum_proxy::{demo, logging, reactor, sdnotify};
 
 /// How often the exporter's upkeep runs (drains histogram samples).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -86,13 +86,13 @@ fn run(config: Config) -> ExitCode {
             let stopped = workers_stopped.clone();
             std::thread::Builder::new()
                 .name(format!("relay-{n}"))
-                .spawn(move || smol::block_on(executor.run(stopped.recv())))
+                .spawn(move || reactor::block_on(executor.run(stopped.recv())))
                 .expect("spawn relay thread")
         })
         .collect();
 
     let started = Instant::now();
-    let result = smol::block_on(executor.run(serve(
+    let result = reactor::block_on(executor.run(serve(
         &config,
         upstream,
         limits,

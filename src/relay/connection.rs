@@ -1,16 +1,17 @@
 //! One miner connection relayed 1:1 to one pool connection.
 //!
-//! Both directions run in one task over `Async<TcpStream>` readiness, not
-//! two copy loops: a connection owns no read buffer. Every read goes into a
+//! Both directions run in one task over the readiness of two sockets
+//! registered with the relay's reactor (`crate::reactor`), not two copy
+//! loops: a connection owns no read buffer. Every read goes into a
 //! per-thread buffer, is written straight to the other socket, and only what
 //! the other socket did not take is kept (and reading that way pauses until
 //! it drains). The line framer keeps only an unfinished line. So an idle
 //! connection holds two sockets, two small framers and its observer state.
 //!
-//! Readiness is used sparingly because every wait costs a re-arm: after a
-//! short read the socket is not read again until the reactor says so, and
-//! timeouts are checked lazily against a timestamp; the next one is handed
-//! to the deadline sweeper (see `deadline`) rather than an async-io timer.
+//! Readiness is edge-triggered: after a short read the socket is not read
+//! again until the next event, and timeouts are checked lazily against a
+//! timestamp; the next one is handed to the deadline sweeper (see
+//! `deadline`) rather than an async-io timer.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -20,11 +21,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use smol::{Async, Timer};
+use smol::Timer;
 
 use super::deadline::Deadline;
 use super::event::{CloseReason, ConnectionInfo, Direction, Event, Observer, UpstreamFailure};
 use super::server::{Limits, Upstream};
+use crate::reactor::Registered;
 use crate::stratum::{Frame, Kind, LineFramer, Message, ParseFailure};
 
 /// Size of the per-thread read buffer, in bytes.
@@ -40,7 +42,7 @@ thread_local! {
 
 /// Relays one accepted miner connection until it ends; reports to `observer`.
 pub(crate) async fn serve<O: Observer>(
-    miner: Async<TcpStream>,
+    miner: TcpStream,
     info: ConnectionInfo,
     upstream: &Upstream,
     limits: &Limits,
@@ -48,7 +50,16 @@ pub(crate) async fn serve<O: Observer>(
 ) {
     // Consumes `info`, which so does not live in the task for good.
     let mut conn = ObservedConnection::open(observer, info);
-    let _ = miner.get_ref().set_nodelay(true);
+    let _ = miner.set_nodelay(true);
+    // Registered here, on the executor thread that runs the task, so its
+    // events are that thread's reactor's.
+    let miner = match Registered::new(miner) {
+        Ok(miner) => miner,
+        Err(e) => {
+            conn.close(CloseReason::MinerError(e.kind()));
+            return;
+        }
+    };
 
     let started = Instant::now();
     // Boxed: the connect future (resolver, connect, timer) is large and
@@ -92,7 +103,7 @@ pub(crate) async fn serve<O: Observer>(
 async fn connect(
     upstream: &Upstream,
     timeout: Duration,
-) -> Result<(Async<TcpStream>, SocketAddr), (UpstreamFailure, io::Error)> {
+) -> Result<(Registered<TcpStream>, SocketAddr), (UpstreamFailure, io::Error)> {
     let attempt = async {
         let addrs = upstream.resolve().await?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for pool host");
@@ -122,12 +133,7 @@ async fn connect(
 }
 
 /// Connects a non-blocking socket and waits for it on the reactor.
-///
-/// Not `Async::connect`: it awaits writability through a waker list that
-/// async-io then keeps in the socket's source for the connection's whole
-/// life (about 100 bytes per miner). `poll_writable` uses the source's
-/// single waker slot instead.
-async fn connect_to(addr: SocketAddr) -> io::Result<Async<TcpStream>> {
+async fn connect_to(addr: SocketAddr) -> io::Result<Registered<TcpStream>> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto};
     let family = if addr.is_ipv4() {
         AddressFamily::INET
@@ -141,7 +147,7 @@ async fn connect_to(addr: SocketAddr) -> io::Result<Async<TcpStream>> {
         Err(e) if e == rustix::io::Errno::INPROGRESS => {}
         Err(e) => return Err(e.into()),
     }
-    let stream = Async::new_nonblocking(TcpStream::from(socket))?;
+    let stream = Registered::new(TcpStream::from(socket))?;
     std::future::poll_fn(|cx| stream.poll_writable(cx)).await?;
     match stream.get_ref().take_error()? {
         Some(error) => Err(error),
@@ -219,7 +225,7 @@ struct Pipe {
 /// The relay future: resolves with why the connection ended.
 struct Relay<'c, 'o, O: Observer> {
     /// [miner, pool].
-    sockets: [Async<TcpStream>; 2],
+    sockets: [Registered<TcpStream>; 2],
     /// Indexed by direction: [miner→pool, pool→miner].
     pipes: [Pipe; 2],
     deadline: Deadline,

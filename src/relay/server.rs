@@ -227,9 +227,13 @@ async fn accept_loop<O: Observer>(
             shared.observer.refused(peer, RefuseReason::RateLimit);
             continue;
         }
-        // async-net keeps the socket in an Arc; it is ours alone here, and
-        // unwrapped it saves an allocation per miner.
+        // async-net keeps the socket in an Arc, registered with async-io; it
+        // is ours alone here. The relay task registers it with its own
+        // reactor instead (see `crate::reactor`).
         let Ok(stream) = Arc::try_unwrap(Arc::<Async<TcpStream>>::from(stream)) else {
+            continue;
+        };
+        let Ok(stream) = stream.into_inner() else {
             continue;
         };
         let guard = ActiveGuard::new(&shared.active);

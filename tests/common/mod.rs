@@ -40,7 +40,7 @@ impl Runtime {
                 std::thread::Builder::new()
                     .name(format!("test-executor-{i}"))
                     .spawn(move || {
-                        let _ = smol::block_on(executor.run(until.recv()));
+                        let _ = stratum_proxy::reactor::block_on(executor.run(until.recv()));
                     })
                     .expect("spawn executor thread")
             })
