@@ -313,6 +313,9 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
     let mut events = Vec::with_capacity(EVENTS_PER_TURN);
     let mut wakers = Vec::new();
     loop {
+        // Wakes from the last turn's events are answered by this poll; only
+        // one during the poll (or after) may keep us from sleeping.
+        unparker.notified.store(false, Ordering::SeqCst);
         if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
             return value;
         }
