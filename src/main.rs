@@ -159,6 +159,7 @@ async fn serve(
     probe_pool(&upstream, config.connect_timeout, &collector);
     spawn_housekeeping(
         prometheus,
+        collector.clone(),
         sdnotify::watchdog_interval(),
         Arc::downgrade(&executor),
         started,
@@ -250,6 +251,7 @@ fn probe_pool(upstream: &Upstream, timeout: Duration, collector: &Arc<Collector>
 /// the reactor arm a timerfd before every epoll_wait.)
 fn spawn_housekeeping(
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    collector: Arc<Collector>,
     watchdog: Option<Duration>,
     // Weak: main drops the executor at shutdown to close what is left.
     executor: Weak<Executor<'static>>,
@@ -260,6 +262,9 @@ fn spawn_housekeeping(
     std::thread::Builder::new()
         .name("housekeeping".into())
         .spawn(move || {
+            // Woken early when histogram samples pile up (a busy gateway):
+            // upkeep drains them, so their memory stays bounded.
+            collector.set_upkeep_thread(std::thread::current());
             let mut last_upkeep = Instant::now();
             loop {
                 if let (Some(_), Some(executor)) = (watchdog, executor.upgrade()) {
@@ -271,7 +276,18 @@ fn spawn_housekeeping(
                         })
                         .detach();
                 }
-                std::thread::sleep(tick);
+                let next_tick = Instant::now() + tick;
+                loop {
+                    let now = Instant::now();
+                    if now >= next_tick {
+                        break;
+                    }
+                    std::thread::park_timeout(next_tick - now);
+                    if collector.take_upkeep_request() {
+                        prometheus.run_upkeep();
+                        last_upkeep = Instant::now();
+                    }
+                }
                 if last_upkeep.elapsed() >= UPKEEP_INTERVAL {
                     prometheus.run_upkeep();
                     last_upkeep = Instant::now();
