@@ -512,13 +512,16 @@ mod tests {
     #[test]
     fn writable_after_the_peer_drains() {
         let (a, mut b) = pair();
+        // Small fixed buffers (no autotuning): 8 MiB cannot fit in them.
+        rustix::net::sockopt::set_socket_send_buffer_size(&a, 16 * 1024).unwrap();
+        rustix::net::sockopt::set_socket_recv_buffer_size(&b, 16 * 1024).unwrap();
         let reader = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
             let mut total = 0;
             let mut buffer = [0u8; 65536];
-            while total < 8 << 20 {
+            loop {
                 match b.read(&mut buffer) {
-                    Ok(0) => break,
+                    Ok(0) => break total,
                     Ok(n) => total += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         std::thread::sleep(std::time::Duration::from_millis(1))
@@ -526,7 +529,6 @@ mod tests {
                     Err(e) => panic!("read: {e}"),
                 }
             }
-            total
         });
         let written = block_on(async {
             let a = Registered::new(a).unwrap();
@@ -547,6 +549,7 @@ mod tests {
             }
             assert!(waits > 0, "8 MiB never filled the socket buffers");
             written
+            // `a` closes here: the reader sees end of stream.
         });
         assert_eq!(reader.join().unwrap(), written);
     }
