@@ -27,7 +27,7 @@
 //! on smol's own `block_on`, say) goes to a shared reactor that a thread of
 //! its own drives, so it works everywhere and is fast where it matters.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -156,7 +156,7 @@ impl Reactor {
         wakers: &mut Vec<Waker>,
         block: bool,
     ) -> io::Result<()> {
-        const NOW: Timespec = Timespec {
+        const NO_WAIT: Timespec = Timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
@@ -164,7 +164,7 @@ impl Reactor {
         let result = epoll::wait(
             &self.epoll,
             rustix::buffer::spare_capacity(events),
-            if block { None } else { Some(&NOW) },
+            if block { None } else { Some(&NO_WAIT) },
         );
         self.sleeping.store(false, Ordering::SeqCst);
         match result {
@@ -220,13 +220,13 @@ thread_local! {
     /// This thread's reactor, once it has run [`block_on`].
     static THREAD_REACTOR: RefCell<Option<Arc<Reactor>>> = const { RefCell::new(None) };
     /// Whether this thread is inside [`block_on`] (and so drives its reactor).
-    static DRIVING: RefCell<u32> = const { RefCell::new(0) };
+    static DRIVING: Cell<u32> = const { Cell::new(0) };
 }
 
 /// The reactor for a socket registered now: this thread's while it runs
 /// [`block_on`], else the shared one.
 fn current() -> io::Result<Arc<Reactor>> {
-    if DRIVING.with(|d| *d.borrow() > 0)
+    if DRIVING.get() > 0
         && let Some(reactor) = THREAD_REACTOR.with(|r| r.borrow().clone())
     {
         return Ok(reactor);
@@ -297,10 +297,10 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
     struct Driving;
     impl Drop for Driving {
         fn drop(&mut self) {
-            DRIVING.with(|d| *d.borrow_mut() -= 1);
+            DRIVING.set(DRIVING.get() - 1);
         }
     }
-    DRIVING.with(|d| *d.borrow_mut() += 1);
+    DRIVING.set(DRIVING.get() + 1);
     let _driving = Driving;
 
     let unparker = Arc::new(Unparker {
