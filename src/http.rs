@@ -24,6 +24,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::config::Secret;
 use crate::metrics::{Collector, process};
+use crate::relay::{PoolHealth, PoolStatus, Pools};
 
 /// Most HTTP connections served at once; more are closed on accept.
 pub const MAX_HTTP_CONNECTIONS: usize = 16;
@@ -48,6 +49,8 @@ pub struct App {
     pub started: Instant,
     /// The relay's live connection count.
     pub active_connections: Box<dyn Fn() -> usize + Send + Sync>,
+    /// The relay's pools, for their health in `/status`.
+    pub pools: Arc<Pools>,
 }
 
 /// A response before it is written: status, content type, body.
@@ -122,6 +125,7 @@ impl App {
         status["config"] = self.config.clone();
         status["connections"]["active"] = json!((self.active_connections)());
         status["healthy"] = json!(self.collector.health().is_ok());
+        status["pools"] = pools_json(&self.pools.status());
         status
     }
 }
@@ -282,4 +286,30 @@ async fn splice(client: async_net::TcpStream, internal: SocketAddr) -> io::Resul
     };
     let (a, b) = smol::future::zip(up, down).await;
     a.and(b).map(drop)
+}
+
+/// The pools' state for `/status`.
+pub fn pools_json(pools: &[PoolStatus]) -> Value {
+    Value::from(
+        pools
+            .iter()
+            .map(|p| {
+                let (state, reason) = match p.health {
+                    PoolHealth::Up => ("up", None),
+                    PoolHealth::Down(reason) => ("down", Some(reason.as_str())),
+                };
+                json!({
+                    "name": p.spec.name,
+                    "address": p.spec.addr.to_string(),
+                    "priority": p.spec.priority,
+                    "weight": p.spec.weight,
+                    "state": state,
+                    "down_reason": reason,
+                    "since_seconds": p.since.as_secs_f64(),
+                    "miners": p.sessions,
+                    "notify_interval_seconds": p.notify_interval.map(|d| d.as_secs_f64()),
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
 }

@@ -4,7 +4,6 @@
 //! systemd unit does not restart on it), 1 when the proxy cannot start.
 
 use std::io::Write as _;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -18,7 +17,7 @@ use stratum_proxy::config::{self, Config};
 use stratum_proxy::http::{App, HttpServer};
 use stratum_proxy::metrics::schema::build_recorder;
 use stratum_proxy::metrics::{Collector, CollectorOptions};
-use stratum_proxy::relay::{Limits, PoolAddr, Server};
+use stratum_proxy::relay::{Limits, Pools, Server};
 use stratum_proxy::{demo, logging, reactor, sdnotify};
 
 /// How often the exporter's upkeep runs (drains histogram samples).
@@ -59,11 +58,11 @@ fn run(config: Config) -> ExitCode {
     }
     let recorder = Arc::new(build_recorder());
     let prometheus = recorder.handle();
-    let upstream = config.pool.clone();
+    let specs = config.pool_specs();
     let collector = Arc::new(Collector::new(
         recorder,
         CollectorOptions {
-            pool_host: upstream.label(),
+            pools: specs.iter().map(|spec| spec.name.clone()).collect(),
             client_id: config.client_id,
             client_id_cap: config.client_id_cap,
             request_timeout: config.request_timeout,
@@ -78,6 +77,8 @@ fn run(config: Config) -> ExitCode {
         idle_timeout: config.idle_timeout,
         handshake_timeout: config.handshake_timeout,
     };
+    // The core owns pool choice and health; the collector hears of changes.
+    let pools = Pools::new(specs, config.health_policy(), Box::new(collector.clone()));
     let executor = Arc::new(Executor::new());
     let (stop_workers, workers_stopped) = smol::channel::bounded::<()>(1);
     let workers: Vec<_> = (1..config.threads)
@@ -94,7 +95,7 @@ fn run(config: Config) -> ExitCode {
     let started = Instant::now();
     let result = reactor::block_on(executor.run(serve(
         &config,
-        upstream,
+        pools,
         limits,
         collector.clone(),
         prometheus,
@@ -125,21 +126,32 @@ fn run(config: Config) -> ExitCode {
 /// Binds, serves and drains; returns when the proxy may exit.
 async fn serve(
     config: &Config,
-    upstream: PoolAddr,
+    pools: Arc<Pools>,
     limits: Limits,
     collector: Arc<Collector>,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     executor: Arc<Executor<'static>>,
     started: Instant,
 ) -> Result<(), String> {
-    let server = Server::bind(config.listen, upstream.clone(), limits, collector.clone())
+    let server = Server::bind(config.listen, pools.clone(), limits, collector.clone())
         .await
         .map_err(|e| format!("cannot listen for miners on {}: {e}", config.listen))?;
     let relay = server.handle();
+    let names: Vec<String> = pools
+        .status()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({}, priority {}, weight {})",
+                p.spec.name, p.spec.addr, p.spec.priority, p.spec.weight
+            )
+        })
+        .collect();
     info!(
-        "listening for miners on {}, relaying to pool {}",
+        "listening for miners on {}, relaying to pool{} {}",
         server.local_addr(),
-        upstream.label()
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", ")
     );
     let app = Arc::new(App {
         collector: collector.clone(),
@@ -151,12 +163,12 @@ async fn serve(
             let relay = relay.clone();
             move || relay.active_connections()
         }),
+        pools: pools.clone(),
     });
     let http = HttpServer::start(config.metrics_listen, config.http_threads, app)
         .map_err(|e| format!("cannot serve metrics on {}: {e}", config.metrics_listen))?;
     info!("serving metrics on http://{}/metrics", http.local_addr());
 
-    probe_pool(&upstream, config.connect_timeout, &collector);
     spawn_housekeeping(
         prometheus,
         collector.clone(),
@@ -218,31 +230,6 @@ fn signal_name(signal: async_signal::Signal) -> &'static str {
         async_signal::Signal::Term => "SIGTERM",
         _ => "signal",
     }
-}
-
-/// Checks once at start that the pool answers, so `/healthz` means something
-/// before the first miner connects. Runs on its own thread (DNS blocks).
-fn probe_pool(upstream: &PoolAddr, timeout: Duration, collector: &Arc<Collector>) {
-    let target = (upstream.host().to_string(), upstream.port());
-    let label = upstream.label();
-    let collector = collector.clone();
-    std::thread::spawn(move || {
-        let host = target.0.trim_start_matches('[').trim_end_matches(']');
-        let reachable = (host, target.1)
-            .to_socket_addrs()
-            .map(|addrs| {
-                addrs
-                    .into_iter()
-                    .any(|addr| TcpStream::connect_timeout(&addr, timeout).is_ok())
-            })
-            .unwrap_or(false);
-        collector.record_probe(reachable);
-        if reachable {
-            info!("pool {label} is reachable");
-        } else {
-            warn!("pool {label} is not reachable yet");
-        }
-    });
 }
 
 /// Exporter upkeep on a timer, and WATCHDOG=1 while the relay executor runs:
@@ -316,7 +303,7 @@ fn demo(args: &cli::DemoArgs) -> ExitCode {
     let collector = Arc::new(Collector::new(
         recorder,
         CollectorOptions {
-            pool_host: "pool-sim".into(),
+            pools: vec!["pool-sim".into()],
             client_id: config::DEFAULT_CLIENT_ID,
             client_id_cap: config::DEFAULT_CLIENT_ID_CAP,
             request_timeout: config::DEFAULT_REQUEST_TIMEOUT,

@@ -225,6 +225,53 @@ fn precedence_rows() -> Vec<Row> {
             ("--http-threads", "1"),
             [json!(2), json!(3), json!(16), json!(1)],
         ),
+        row(
+            "pool_check_interval_seconds",
+            json!(1),
+            ("POOL_CHECK_INTERVAL_SECONDS", "0.5"),
+            ("--pool-check-interval-seconds", "10"),
+            [json!(2.0), json!(1.0), json!(0.5), json!(10.0)],
+        ),
+        row(
+            "pool_fall",
+            json!(1),
+            ("POOL_FALL", "5"),
+            ("--pool-fall", "100"),
+            [json!(3), json!(1), json!(5), json!(100)],
+        ),
+        row(
+            "pool_rise",
+            json!(2),
+            ("POOL_RISE", "4"),
+            ("--pool-rise", "1"),
+            [json!(3), json!(2), json!(4), json!(1)],
+        ),
+        row(
+            "pool_probe",
+            json!("tcp"),
+            ("POOL_PROBE", "SUBSCRIBE"),
+            ("--pool-probe", "tcp"),
+            [
+                json!("subscribe"),
+                json!("tcp"),
+                json!("subscribe"),
+                json!("tcp"),
+            ],
+        ),
+        row(
+            "pool_stall_factor",
+            json!(2),
+            ("POOL_STALL_FACTOR", "4.5"),
+            ("--pool-stall-factor", "10"),
+            [json!(3.0), json!(2.0), json!(4.5), json!(10.0)],
+        ),
+        row(
+            "failover_wait_seconds",
+            json!(0),
+            ("FAILOVER_WAIT_SECONDS", "1"),
+            ("--failover-wait-seconds", "0.25"),
+            [json!(2.0), json!(0.0), json!(1.0), json!(0.25)],
+        ),
     ]
 }
 
@@ -238,7 +285,7 @@ fn precedence_default_file_env_flag() {
     let covered: Vec<&str> = rows.iter().map(|r| r.key).collect();
     for key in KEYS {
         assert!(
-            covered.contains(&key) || key == "pool" || key == "metrics_token",
+            covered.contains(&key) || ["pool", "pools", "metrics_token"].contains(&key),
             "no precedence row for {key}"
         );
     }
@@ -281,7 +328,7 @@ fn precedence_of_the_pool() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].key(), Some("pool"));
     assert!(matches!(errors[0], ConfigError::Missing { .. }));
-    let pool = |args: &[&str], env: &[(&str, &str)]| load(args, env).unwrap().pool.to_string();
+    let pool = |args: &[&str], env: &[(&str, &str)]| load(args, env).unwrap().pool[0].to_string();
     assert_eq!(pool(&["--config", file], &[]), "file.example:1");
     assert_eq!(
         pool(&["--config", file], &[("POOL_HOST", "env.example")]),
@@ -339,13 +386,13 @@ fn config_file_from_env_and_flag_wins() {
     let from_flag = temp_file(r#"{ "pool": "flag-file.example:2" }"#);
     let env = [("CONFIG_FILE", from_env.to_str().unwrap())];
     assert_eq!(
-        load(&[], &env).unwrap().pool.to_string(),
+        load(&[], &env).unwrap().pool[0].to_string(),
         "env-file.example:1"
     );
     assert_eq!(
         load(&["--config", from_flag.to_str().unwrap()], &env)
             .unwrap()
-            .pool
+            .pool[0]
             .to_string(),
         "flag-file.example:2"
     );
@@ -377,11 +424,13 @@ fn errors_from_every_layer_are_collected() {
         errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![
             format!(
-                "unknown key \"colour\" in file {path}; allowed keys: listen, pool, metrics_listen, \
+                "unknown key \"colour\" in file {path}; allowed keys: listen, pool, pools, metrics_listen, \
                  log_level, log_format, max_connections, accept_rate_per_second, accept_burst, \
                  connect_timeout_seconds, idle_timeout_seconds, handshake_timeout_seconds, \
                  shutdown_grace_seconds, request_timeout_seconds, health_interval_seconds, \
-                 client_id, client_id_cap, threads, http_threads, metrics_token"
+                 client_id, client_id_cap, threads, http_threads, pool_check_interval_seconds, \
+                 pool_fall, pool_rise, pool_probe, pool_stall_factor, failover_wait_seconds, \
+                 metrics_token"
             ),
             "invalid listen from environment variable LISTEN_HOST: \"gateway.local\"; \
              allowed: an IPv4 or IPv6 address, e.g. 0.0.0.0 or ::"
@@ -417,8 +466,8 @@ fn unreadable_file_names_who_named_it() {
 fn full_fixture_has_exact_values() {
     let config = load_file(&manifest_path("tests/fixtures/config/valid/full.json")).unwrap();
     assert_eq!(config.listen, "0.0.0.0:13333".parse().unwrap());
-    assert_eq!(config.pool.host(), "eu1.pool.example.org");
-    assert_eq!(config.pool.port(), 4444);
+    assert_eq!(config.pool[0].host(), "eu1.pool.example.org");
+    assert_eq!(config.pool[0].port(), 4444);
     assert_eq!(config.metrics_listen, "127.0.0.1:19100".parse().unwrap());
     assert_eq!(config.log_level, log::LevelFilter::Debug);
     assert_eq!(config.log_format, LogFormat::Json);
@@ -533,7 +582,7 @@ fn shipped_overlay_config_parses() {
     // /etc/stratum-proxy/config.json.
     let path = manifest_path("systemd/config.json");
     let config = load_file(&path).unwrap_or_else(|e| panic!("{}:\n{}", path.display(), joined(&e)));
-    assert!(!config.pool.host().is_empty());
+    assert!(!config.pool[0].host().is_empty());
     assert_eq!(config.listen.port(), 3333);
     assert_eq!(config.metrics_listen.port(), 9100);
 }
@@ -570,6 +619,7 @@ fn binary_check_config_prints_the_masked_effective_config() {
         json!({
             "listen": "0.0.0.0:13333",
             "pool": "eu1.pool.example.org:4444",
+            "pools": null,
             "metrics_listen": "127.0.0.1:19100",
             "log_level": "debug",
             "log_format": "json",
@@ -586,6 +636,12 @@ fn binary_check_config_prints_the_masked_effective_config() {
             "client_id_cap": 500,
             "threads": 3,
             "http_threads": 4,
+            "pool_check_interval_seconds": 2.0,
+            "pool_fall": 3,
+            "pool_rise": 3,
+            "pool_probe": "subscribe",
+            "pool_stall_factor": 3.0,
+            "failover_wait_seconds": 2.0,
             "metrics_token": "********",
         })
     );

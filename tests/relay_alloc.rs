@@ -225,7 +225,7 @@ fn collector() -> Arc<Collector> {
     Arc::new(Collector::new(
         Arc::new(build_recorder()),
         CollectorOptions {
-            pool_host: "127.0.0.1:3333".into(),
+            pools: vec!["127.0.0.1:3333".into()],
             client_id: ClientIdMode::Account,
             client_id_cap: 1000,
             request_timeout: Duration::from_secs(60),

@@ -150,7 +150,10 @@ fn handshake_timeout_closes_only_the_slow_miner() {
         slow.read_to_eof().await;
         let closed = observer.next_closed().await;
         assert_eq!(closed.reason, CloseReason::HandshakeTimeout);
-        assert_eq!(closed.miner_to_pool_bytes, partial.len() as u64);
+        // The pool is dialled at the first complete line: a slowloris costs
+        // the pool nothing, and its bytes were held, never relayed.
+        assert_eq!(closed.miner_to_pool_bytes, 0);
+        assert_eq!(pool.stats().connections, 1);
         // The miner that completed its handshake (and then idled) still works.
         fast.roundtrip(2).await;
         assert_eq!(observer.counts().closed, 1);
@@ -164,6 +167,10 @@ fn unreachable_pool_closes_miner_with_upstream_failed() {
     let relay = start_relay(&rt, unused_port(), Limits::default(), observer.clone());
     rt.block_on(async {
         let mut miner = Peer::connect(relay.addr).await;
+        // The pool is dialled at the miner's first complete line.
+        miner
+            .send(b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n")
+            .await;
         assert_eq!(miner.read_to_eof().await, 0);
         let closed = observer.next_closed().await;
         // Refused, not a connect timeout: the miner was closed at once.
@@ -299,21 +306,24 @@ fn binary_garbage_is_relayed_byte_exact_both_ways_and_reported() {
     let down = garbage(2);
     rt.block_on(async {
         let mut miner = Peer::connect(relay.addr).await;
-        let (stream, _) = within("the relay's upstream connection", pool_listener.accept())
-            .await
-            .unwrap();
-        let mut pool = Peer::from_stream(stream);
+        // The pool is dialled once the miner's first line arrives.
         let both = smol::future::zip(
             async {
                 miner.send(&up).await;
                 miner.read_until_total(down.len()).await;
+                miner
             },
             async {
+                let (stream, _) = within("the relay's upstream connection", pool_listener.accept())
+                    .await
+                    .unwrap();
+                let mut pool = Peer::from_stream(stream);
                 pool.send(&down).await;
                 pool.read_until_total(up.len()).await;
+                pool
             },
         );
-        within("garbage both ways", both).await;
+        let (miner, mut pool) = within("garbage both ways", both).await;
         assert!(pool.received == up, "miner → pool bytes changed");
         assert!(miner.received == down, "pool → miner bytes changed");
         drop(miner);

@@ -24,10 +24,15 @@ macro_rules! config_keys {
             listen => listen: SocketAddr = Some(DEFAULT_LISTEN), Listen,
                 env ["LISTEN_HOST", "LISTEN_PORT"],
                 flag "ADDR" [Option<String>] "address miners connect to (default 0.0.0.0:3333; port 0 = any free)";
-            /// The pool, as configured; resolved per connection by the relay.
-            pool => pool: PoolAddr = None, Pool,
+            /// The pool and its backups in order (empty when `pools` is used);
+            /// resolved per connection by the relay.
+            pool => pool: Vec<PoolAddr> = Some(Vec::new()), Pool,
                 env ["POOL_HOST", "POOL_PORT"],
-                flag "HOST:PORT" [Option<String>] "the pool to relay to, HOST:PORT (required: here, in the file, or POOL_HOST/POOL_PORT)";
+                flag "HOST:PORT" [Vec<String>] "the pool to relay to, HOST:PORT; repeat for backups in order (this, pools, or POOL_HOST/POOL_PORT is required)";
+            /// Pools with names, priorities and weights (empty when `pool` is used).
+            pools => pools: Vec<PoolSpec> = Some(Vec::new()), PoolList,
+                env ["POOLS"],
+                flag "JSON" [Option<String>] "pools as JSON: [{\"name\":..,\"address\":\"HOST:PORT\",\"priority\":0,\"weight\":1},..] (usually in the file)";
             /// Address of the HTTP server (port 0: any free port).
             metrics_listen => metrics_listen: SocketAddr = Some(DEFAULT_METRICS_LISTEN), Listen,
                 env ["METRICS_HOST", "METRICS_PORT"],
@@ -107,6 +112,37 @@ macro_rules! config_keys {
                 Count::<usize>::new(1, MAX_HTTP_THREADS as u64),
                 env ["HTTP_THREADS"],
                 flag "N" [Option<String>] "HTTP server threads (default 2)";
+            /// Time between health probes of each pool.
+            pool_check_interval_seconds => pool_check_interval: Duration = Some(DEFAULT_CHECK_INTERVAL),
+                Seconds { zero_allowed: false },
+                env ["POOL_CHECK_INTERVAL_SECONDS"],
+                flag "S" [Option<String>] "time between health probes of each pool (default 2)";
+            /// Consecutive failed dials or probes that take a pool down.
+            pool_fall => pool_fall: u32 = Some(DEFAULT_FALL),
+                Count::<u32>::new(1, 100),
+                env ["POOL_FALL"],
+                flag "N" [Option<String>] "consecutive failed dials or probes that take a pool down (default 3)";
+            /// Consecutive good probes that bring a pool back up.
+            pool_rise => pool_rise: u32 = Some(DEFAULT_RISE),
+                Count::<u32>::new(1, 100),
+                env ["POOL_RISE"],
+                flag "N" [Option<String>] "consecutive good probes that bring a pool back up (default 3)";
+            /// What a health probe does.
+            pool_probe => pool_probe: ProbeKind = Some(ProbeKind::Subscribe),
+                Choice::new(&ProbeKind::ALL, kinds::probe_str),
+                env ["POOL_PROBE"],
+                flag "KIND" [Option<String>] "health probe: subscribe (default: must be answered) or tcp (connect only)";
+            /// Notify silence, in multiples of the pool's own notify interval,
+            /// that makes a pool with miners stalled.
+            pool_stall_factor => pool_stall_factor: f64 = Some(DEFAULT_STALL_FACTOR),
+                Rate { max: 1000.0 },
+                env ["POOL_STALL_FACTOR"],
+                flag "X" [Option<String>] "a pool with miners but no mining.notify for X times its notify interval is stalled (default 3)";
+            /// Longest wait for a moved miner's requests in flight.
+            failover_wait_seconds => failover_wait: Duration = Some(DEFAULT_FAILOVER_WAIT),
+                Seconds { zero_allowed: true },
+                env ["FAILOVER_WAIT_SECONDS"],
+                flag "S" [Option<String>] "when a pool goes down, wait this long at most for a miner's unanswered requests before closing it (default 2)";
             /// Bearer token required by `/metrics` and `/status`, if any.
             metrics_token => metrics_token: Option<Secret> = Some(None), Token,
                 env ["METRICS_TOKEN"],

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::{ClientIdMode, MAX_DURATION, MAX_TOKEN_BYTES, SECRET_MASK, Secret};
 use crate::logging::LogFormat;
+use crate::relay::pools::{PoolSpec, ProbeKind};
 use crate::relay::upstream::{PoolAddr, PoolAddrError};
 
 /// A value as one layer gave it: JSON from the file, text from the
@@ -122,6 +123,11 @@ pub(crate) trait Kind {
     /// What to say when a required key is set nowhere.
     fn missing(&self) -> String {
         "no default".to_string()
+    }
+    /// The value of a flag given several times (each value parsed); by
+    /// default the last one wins.
+    fn combine(&self, values: Vec<Self::Value>) -> Option<Self::Value> {
+        values.into_iter().last()
     }
 }
 
@@ -414,15 +420,19 @@ impl Kind for Token {
     }
 }
 
-/// The pool: `host:port`; `POOL_HOST` and `POOL_PORT` each replace their half.
+/// The pool and its backups: `host:port`, or in the file a list of them
+/// (the first is the primary, the others backups in order); `--pool` may be
+/// given several times. `POOL_HOST` and `POOL_PORT` each replace their half
+/// of a single pool.
 pub(crate) struct Pool;
 
 const ALLOWED_POOL: &str = "HOST:PORT with a DNS name or IP address and a port from 1 to 65535, \
-     e.g. pool.example.com:3333 or [2001:db8::1]:3333 (a stratum+tcp:// prefix is accepted)";
+     e.g. pool.example.com:3333 or [2001:db8::1]:3333 (a stratum+tcp:// prefix is accepted); \
+     in the file also a list of them, primary first";
 const ALLOWED_POOL_HOST: &str = "a DNS name or IP address, e.g. pool.example.com";
 const ALLOWED_POOL_PORT: &str = "a port number from 1 to 65535";
-const POOL_WAYS: &str = "set \"pool\": \"HOST:PORT\" in the configuration file, \
-     POOL_HOST and POOL_PORT in the environment, or --pool HOST:PORT";
+pub(crate) const POOL_WAYS: &str = "set \"pool\": \"HOST:PORT\" (or \"pools\") in the configuration \
+     file, POOL_HOST and POOL_PORT in the environment, or --pool HOST:PORT";
 
 /// The problem text for a pool address error (a bad host says nothing more
 /// than the allowed text does).
@@ -433,24 +443,54 @@ pub(crate) fn pool_problem(error: PoolAddrError) -> Option<String> {
     }
 }
 
+fn parse_pool_text(text: &str) -> Parsed<PoolAddr> {
+    text.parse().map_err(pool_problem)
+}
+
 impl Kind for Pool {
-    type Value = PoolAddr;
-    fn parse(&self, raw: Raw<'_>) -> Parsed<PoolAddr> {
-        raw.text().map_err(Some)?.parse().map_err(pool_problem)
+    type Value = Vec<PoolAddr>;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Vec<PoolAddr>> {
+        match raw {
+            Raw::Json(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(text) => parse_pool_text(text).map_err(|p| {
+                        Some(format!(
+                            "item {i}: {}",
+                            p.unwrap_or_else(|| "bad host".into())
+                        ))
+                    }),
+                    other => Err(Some(format!(
+                        "item {i} is {}, not a string",
+                        json_kind(other)
+                    ))),
+                })
+                .collect(),
+            Raw::Json(Value::Array(_)) => Err(Some("an empty list".to_string())),
+            raw => Ok(vec![parse_pool_text(raw.text().map_err(Some)?)?]),
+        }
     }
     fn allowed(&self) -> String {
         ALLOWED_POOL.to_string()
     }
-    fn json(&self, value: &PoolAddr) -> Value {
-        Value::from(value.to_string())
+    fn json(&self, value: &Vec<PoolAddr>) -> Value {
+        match value.as_slice() {
+            [] => Value::Null,
+            [one] => Value::from(one.to_string()),
+            many => Value::from(many.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        }
+    }
+    fn combine(&self, values: Vec<Vec<PoolAddr>>) -> Option<Vec<PoolAddr>> {
+        Some(values.into_iter().flatten().collect())
     }
     fn env(
         &self,
-        current: Option<&PoolAddr>,
+        current: Option<&Vec<PoolAddr>>,
         vars: &[(&'static str, &str)],
-    ) -> EnvResult<PoolAddr> {
-        // Each half is checked on its own; they apply over the file's pool,
-        // or make one together.
+    ) -> EnvResult<Vec<PoolAddr>> {
+        // Each half is checked on its own; they apply over the file's single
+        // pool, or make one together.
         let mut host = None;
         let mut port = None;
         let mut result = EnvResult {
@@ -482,15 +522,17 @@ impl Kind for Pool {
                 }
             }
         }
-        let host_of_current = current.map(|c| c.host().to_string());
-        let port_of_current = current.map(PoolAddr::port);
+        let single = match current.map(Vec::as_slice) {
+            Some([one]) => Some(one),
+            _ => None,
+        };
         let last_var = port.as_ref().map(|p| p.1).or(host.as_ref().map(|h| h.1));
-        let host = host.map(|h| h.0).or(host_of_current);
-        let port = port.map(|p| p.0).or(port_of_current);
+        let host = host.map(|h| h.0).or(single.map(|c| c.host().to_string()));
+        let port = port.map(|p| p.0).or(single.map(PoolAddr::port));
         match (host, port, last_var) {
             (_, _, None) => {}
             (Some(host), Some(port), Some(var)) => {
-                result.value = PoolAddr::new(&host, port).map(|addr| (addr, var));
+                result.value = PoolAddr::new(&host, port).map(|addr| (vec![addr], var));
             }
             (Some(_), None, Some(_)) => {
                 result.incomplete = Some(format!(
@@ -506,7 +548,135 @@ impl Kind for Pool {
         }
         result
     }
-    fn missing(&self) -> String {
-        format!("no default; {POOL_WAYS}")
+}
+
+/// The list of pools with names, priorities and weights: a JSON array of
+/// `{name, address, priority, weight}` (in the environment and on the
+/// command line, the same JSON as text).
+pub(crate) struct PoolList;
+
+const ALLOWED_POOLS: &str = "a list of {\"name\": NAME, \"address\": \"HOST:PORT\", \
+     \"priority\": 0-1000 (default 0, lower is preferred), \"weight\": 1-1000000 (default 1)}, \
+     names unique, 1-64 letters, digits, '-', '_' or '.'";
+
+/// Most pools in the list.
+pub(crate) const MAX_POOLS: usize = 64;
+
+fn valid_pool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Kind for PoolList {
+    type Value = Vec<PoolSpec>;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Vec<PoolSpec>> {
+        let parsed;
+        let value = match raw {
+            Raw::Json(value) => value,
+            Raw::Text(text) => {
+                parsed = serde_json::from_str::<Value>(text)
+                    .map_err(|e| Some(format!("not JSON: {e}")))?;
+                &parsed
+            }
+        };
+        let Value::Array(items) = value else {
+            return Err(Some(format!(
+                "a JSON array is needed, not {}",
+                json_kind(value)
+            )));
+        };
+        if items.is_empty() || items.len() > MAX_POOLS {
+            return Err(Some(format!("1 to {MAX_POOLS} pools are needed")));
+        }
+        let mut specs: Vec<PoolSpec> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Value::Object(fields) = item else {
+                return Err(Some(format!(
+                    "item {i} is {}, not an object",
+                    json_kind(item)
+                )));
+            };
+            for key in fields.keys() {
+                if !["name", "address", "priority", "weight"].contains(&key.as_str()) {
+                    return Err(Some(format!("item {i}: unknown key {key:?}")));
+                }
+            }
+            let address = match fields.get("address") {
+                Some(Value::String(text)) => parse_pool_text(text).map_err(|p| {
+                    Some(format!(
+                        "item {i}: address: {}",
+                        p.unwrap_or_else(|| "bad host".into())
+                    ))
+                })?,
+                _ => {
+                    return Err(Some(format!(
+                        "item {i}: \"address\": \"HOST:PORT\" is needed"
+                    )));
+                }
+            };
+            let name = match fields.get("name") {
+                None | Some(Value::Null) => address.label(),
+                Some(Value::String(name)) if valid_pool_name(name) => name.clone(),
+                Some(other) => return Err(Some(format!("item {i}: bad name {other}"))),
+            };
+            if specs.iter().any(|s| s.name == name) {
+                return Err(Some(format!("item {i}: the name {name:?} is used twice")));
+            }
+            let number = |key: &str, default: u64, min: u64, max: u64| match fields.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(value) => parse_count(Raw::Json(value), min, max).map_err(|p| {
+                    Some(format!(
+                        "item {i}: {key}: {}",
+                        p.unwrap_or_else(|| "not a whole number".into())
+                    ))
+                }),
+            };
+            let priority = number("priority", 0, 0, 1000)? as u32;
+            let weight = number("weight", 1, 1, 1_000_000).map_err(|p| {
+                p.map(|p| {
+                    if p.ends_with("out of range") {
+                        format!("{p} (a weight of 0 is not allowed)")
+                    } else {
+                        p
+                    }
+                })
+            })? as u32;
+            specs.push(PoolSpec {
+                name,
+                addr: address,
+                priority,
+                weight,
+            });
+        }
+        Ok(specs)
     }
+    fn allowed(&self) -> String {
+        ALLOWED_POOLS.to_string()
+    }
+    fn json(&self, value: &Vec<PoolSpec>) -> Value {
+        if value.is_empty() {
+            return Value::Null;
+        }
+        Value::from(
+            value
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s.name,
+                        "address": s.addr.to_string(),
+                        "priority": s.priority,
+                        "weight": s.weight,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// How a pool is probed: `tcp` or `subscribe`.
+pub(crate) fn probe_str(kind: &ProbeKind) -> &'static str {
+    kind.as_str()
 }

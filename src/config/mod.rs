@@ -55,11 +55,15 @@ use serde_json::Value;
 pub use error::{ConfigError, Layer};
 pub use file::MAX_CONFIG_FILE_BYTES;
 pub(crate) use keys::config_keys;
-use kinds::{Choice, Count, Kind, Listen, Pool, Rate, Raw, Seconds, Token};
+use kinds::{Choice, Count, Kind, Listen, Pool, PoolList, Rate, Raw, Seconds, Token};
 
 use crate::logging::LogFormat;
 // The relay's limits are defined once, with the relay's public API.
 use crate::relay::limits;
+use crate::relay::pools::{
+    DEFAULT_CHECK_INTERVAL, DEFAULT_FAILOVER_WAIT, DEFAULT_FALL, DEFAULT_RISE,
+    DEFAULT_STALL_FACTOR, HealthPolicy, PoolSpec, ProbeKind,
+};
 use crate::relay::upstream::PoolAddr;
 
 /// Default miner-facing listen address.
@@ -342,8 +346,8 @@ impl Config {
             layers: HashMap::new(),
         };
         resolver.read_file(flags);
-        let config = resolver.resolve_keys(flags);
-        if let Some(config) = &config {
+        let mut config = resolver.resolve_keys(flags);
+        if let Some(config) = &mut config {
             resolver.validate(config);
         }
         match config {
@@ -358,6 +362,39 @@ impl Config {
     pub fn effective_json(&self) -> Value {
         // Serializing this struct to a Value cannot fail.
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The pools in order: `pools` as given, or `pool` as a primary
+    /// (priority 0) and backups (priority 1, 2, …), each named by its
+    /// address, weight 1.
+    pub fn pool_specs(&self) -> Vec<PoolSpec> {
+        if !self.pools.is_empty() {
+            return self.pools.clone();
+        }
+        self.pool
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| PoolSpec {
+                name: addr.label(),
+                addr: addr.clone(),
+                priority: i as u32,
+                weight: 1,
+            })
+            .collect()
+    }
+
+    /// The pools' health thresholds.
+    pub fn health_policy(&self) -> HealthPolicy {
+        HealthPolicy {
+            fall: self.pool_fall,
+            rise: self.pool_rise,
+            check_interval: self.pool_check_interval,
+            probe: self.pool_probe,
+            probe_timeout: self.connect_timeout,
+            stall_factor: self.pool_stall_factor,
+            failover_wait: self.failover_wait,
+            ..HealthPolicy::default()
+        }
     }
 
     /// [`Config::effective_json`] as indented text with keys in schema order.
@@ -481,15 +518,23 @@ impl Resolver<'_> {
             }
             incomplete = result.incomplete;
         }
-        for text in flags.get(key) {
-            if let Some(parsed) = self.check(key, Layer::Flag(key), Raw::Text(text), kind) {
-                current = Some(parsed);
-                layer = Layer::Flag(key);
-            }
+        let given = flags.get(key);
+        let parsed: Vec<K::Value> = given
+            .iter()
+            .filter_map(|text| self.check(key, Layer::Flag(key), Raw::Text(text), kind))
+            .collect();
+        if !given.is_empty()
+            && parsed.len() == given.len()
+            && let Some(value) = kind.combine(parsed)
+        {
+            current = Some(value);
+            layer = Layer::Flag(key);
+        }
+        if let Some(how) = incomplete {
+            self.push_missing_unless_invalid(key, how);
         }
         if current.is_none() {
-            let how = incomplete.unwrap_or_else(|| kind.missing());
-            self.push_missing_unless_invalid(key, how);
+            self.push_missing_unless_invalid(key, kind.missing());
         } else {
             self.layers.insert(key, layer);
         }
@@ -515,8 +560,43 @@ impl Resolver<'_> {
         }
     }
 
-    /// Checks what involves several keys at once.
-    fn validate(&mut self, config: &Config) {
+    /// Checks what involves several keys at once; settles `pool` against
+    /// `pools` (the one from the higher layer wins; both from one layer is
+    /// an error).
+    fn validate(&mut self, config: &mut Config) {
+        let rank = |layer: &Layer| match layer {
+            Layer::Default => 0,
+            Layer::File(_) => 1,
+            Layer::Env(_) => 2,
+            Layer::Flag(_) => 3,
+        };
+        match (config.pool.is_empty(), config.pools.is_empty()) {
+            (true, true) => {
+                let reported = self.errors.iter().any(|e| e.key() == Some("pool"));
+                if !reported {
+                    self.push_missing_unless_invalid(
+                        "pool",
+                        format!("no default; {}", kinds::POOL_WAYS),
+                    );
+                }
+            }
+            (false, false) => {
+                let (pool, pools) = (self.layer_of("pool"), self.layer_of("pools"));
+                match rank(&pool).cmp(&rank(&pools)) {
+                    std::cmp::Ordering::Greater => config.pools.clear(),
+                    std::cmp::Ordering::Less => config.pool.clear(),
+                    std::cmp::Ordering::Equal => self.errors.push(ConfigError::InvalidValue {
+                        key: "pools",
+                        layer: pools,
+                        value: "(a list)".to_string(),
+                        problem: Some("\"pool\" is set in the same layer".to_string()),
+                        allowed: "either \"pool\" (primary and backups) or \"pools\", not both"
+                            .to_string(),
+                    }),
+                }
+            }
+            _ => {}
+        }
         if ports_collide(config.listen, config.metrics_listen) {
             self.errors.push(ConfigError::InvalidValue {
                 key: "metrics_listen",
@@ -568,8 +648,8 @@ mod tests {
         let config = load_env(&[("POOL_HOST", "pool.example.com"), ("POOL_PORT", "3333")]).unwrap();
         assert_eq!(config.listen, "0.0.0.0:3333".parse().unwrap());
         assert_eq!(config.metrics_listen, "0.0.0.0:9100".parse().unwrap());
-        assert_eq!(config.pool.host(), "pool.example.com");
-        assert_eq!(config.pool.port(), 3333);
+        assert_eq!(config.pool[0].host(), "pool.example.com");
+        assert_eq!(config.pool[0].port(), 3333);
         assert_eq!(config.log_level, LevelFilter::Info);
         assert_eq!(config.log_format, LogFormat::Auto);
         assert_eq!(config.max_connections, 10_000);
@@ -594,8 +674,8 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(
             errors[0].to_string(),
-            "missing pool: no default; set \"pool\": \"HOST:PORT\" in the configuration file, \
-             POOL_HOST and POOL_PORT in the environment, or --pool HOST:PORT"
+            "missing pool: no default; set \"pool\": \"HOST:PORT\" (or \"pools\") in the \
+             configuration file, POOL_HOST and POOL_PORT in the environment, or --pool HOST:PORT"
         );
     }
 
@@ -619,7 +699,7 @@ mod tests {
             ("METRICS_PORT", "0"),
         ])
         .unwrap();
-        assert_eq!(config.pool.to_string(), "[::1]:3334");
+        assert_eq!(config.pool[0].to_string(), "[::1]:3334");
         assert_eq!(config.listen, "[::]:3333".parse().unwrap());
         assert_eq!(config.metrics_listen, "0.0.0.0:0".parse().unwrap());
     }

@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use super::schema::*;
 use crate::config::ClientIdMode;
 use crate::relay::{
-    CloseReason, ConnectionInfo, Direction, Event, Observer, RefuseReason, UpstreamFailure,
+    CloseReason, ConnectionInfo, Direction, Event, Observer, PoolHealth, PoolId, PoolListener,
+    PoolSpec, RefuseReason, UpstreamFailure,
 };
 use crate::stratum::{Message, Method, Outcome, RpcError};
 
@@ -124,8 +125,9 @@ fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
 /// How the collector labels and times things.
 #[derive(Debug, Clone)]
 pub struct CollectorOptions {
-    /// The `pool_host` label: the pool as configured.
-    pub pool_host: String,
+    /// The `pool_host` label of each pool, in [`PoolId`] order: the pool
+    /// as configured (`host:port`).
+    pub pools: Vec<String>,
     /// Where `client_id` comes from.
     pub client_id: ClientIdMode,
     /// Most distinct `client_id` values; later ones are `_other`.
@@ -178,20 +180,27 @@ struct PoolMetrics {
     request_response: Vec<Histogram>,
     /// Indexed by direction (miner→pool, pool→miner).
     parse_failures: [Counter; 2],
-    /// Indexed like [`UpstreamFailure`]: timeout, refused, other.
-    upstream_failures: [Counter; 3],
+    /// Indexed like [`UpstreamFailure::ALL`].
+    upstream_failures: [Counter; 4],
     /// handshake, idle.
     timeouts: [Counter; 2],
     pending: Gauge,
     expired: Counter,
-    /// max_connections, rate_limit.
-    refused: [Counter; 2],
     reachable: Gauge,
+    /// Whether the core says the pool is up.
+    up: AtomicBool,
+    /// Whether a probe's verdict was logged yet.
+    probed: AtomicBool,
+    /// Miners closed because the pool went down.
+    failovers: Counter,
+    /// Requests in flight lost when a miner was moved off a down pool.
+    failover_lost: Counter,
 }
 
 /// Per-client handles and the totals `/status` shows.
 pub struct ClientMetrics {
     id: String,
+    pool: String,
     submits: Counter,
     accepted: Counter,
     /// Indexed like [`RejectReason::ALL`].
@@ -259,13 +268,22 @@ struct Health {
 /// whatever the rate, and costs an idle gateway nothing.
 pub const UPKEEP_EVERY_SAMPLES: u64 = 16_384;
 
+/// The `pool_host` label of miners not (yet) relayed to any pool (their
+/// handshake timeouts and lifetimes).
+pub const POOL_HOST_NONE: &str = "_none";
+
 /// The metrics observer. Create one per process (or per test).
 pub struct Collector {
     recorder: Arc<PrometheusRecorder>,
     options: CollectorOptions,
-    pool: PoolMetrics,
-    clients: Mutex<HashMap<String, Arc<ClientMetrics>>>,
-    unknown_client: Arc<ClientMetrics>,
+    /// One per pool in [`PoolId`] order, then [`POOL_HOST_NONE`].
+    pools: Vec<PoolMetrics>,
+    /// max_connections, rate_limit.
+    refused: [Counter; 2],
+    /// By client id, then by pool.
+    clients: Mutex<HashMap<String, Vec<Option<Arc<ClientMetrics>>>>>,
+    /// The `_unknown` (or `_all`) client of each pool.
+    unknown_clients: Vec<Arc<ClientMetrics>>,
     totals: Totals,
     health: Health,
     start: Instant,
@@ -280,6 +298,8 @@ pub struct Collector {
 pub struct ConnectionMeter {
     id: u64,
     peer: SocketAddr,
+    /// The pool relayed to, or the [`POOL_HOST_NONE`] slot before that.
+    pool: usize,
     client: Arc<ClientMetrics>,
     difficulty: f64,
     pending: VecDeque<Pending>,
@@ -304,52 +324,73 @@ impl Collector {
         let r = Registrar {
             recorder: &recorder,
         };
-        let pool = options.pool_host.as_str();
-        let p = [("pool_host", pool)];
-        let with = |k: &'static str, v: &'static str| [("pool_host", pool), (k, v)];
-        let pool_metrics = PoolMetrics {
-            connections: r.counter(CONNECTIONS_TOTAL, &p),
-            active: r.gauge(ACTIVE_CONNECTIONS, &p),
-            bytes_sent: r.counter(BYTES_SENT_TOTAL, &p),
-            bytes_received: r.counter(BYTES_RECEIVED_TOTAL, &p),
-            duration: r.histogram(CONNECTION_DURATION_SECONDS, &p),
-            connect_latency: r.histogram(CONNECT_LATENCY_SECONDS, &p),
-            request_response: Method::ALL
-                .iter()
-                .map(|m| r.histogram(REQUEST_RESPONSE_SECONDS, &with("method", m.as_str())))
-                .collect(),
-            parse_failures: [Direction::MinerToPool, Direction::PoolToMiner]
-                .map(|d| r.counter(PARSE_FAILURES_TOTAL, &with("direction", d.as_str()))),
-            upstream_failures: [
-                UpstreamFailure::Timeout,
-                UpstreamFailure::Refused,
-                UpstreamFailure::Other,
-            ]
-            .map(|f| r.counter(UPSTREAM_CONNECT_FAILURES_TOTAL, &with("reason", f.as_str()))),
-            timeouts: ["handshake", "idle"]
-                .map(|k| r.counter(CONNECTION_TIMEOUTS_TOTAL, &with("kind", k))),
-            pending: r.gauge(PENDING_REQUESTS, &p),
-            expired: r.counter(EXPIRED_REQUESTS_TOTAL, &p),
-            refused: [RefuseReason::MaxConnections, RefuseReason::RateLimit]
-                .map(|reason| r.counter(REFUSED_CONNECTIONS_TOTAL, &[("reason", reason.as_str())])),
-            reachable: r.gauge(POOL_REACHABLE, &p),
-        };
+        let labels: Vec<&str> = options
+            .pools
+            .iter()
+            .map(String::as_str)
+            .chain([POOL_HOST_NONE])
+            .collect();
+        let pools: Vec<PoolMetrics> = labels
+            .iter()
+            .map(|pool| {
+                let p = [("pool_host", *pool)];
+                let with = |k: &'static str, v: &'static str| [("pool_host", *pool), (k, v)];
+                PoolMetrics {
+                    connections: r.counter(CONNECTIONS_TOTAL, &p),
+                    active: r.gauge(ACTIVE_CONNECTIONS, &p),
+                    bytes_sent: r.counter(BYTES_SENT_TOTAL, &p),
+                    bytes_received: r.counter(BYTES_RECEIVED_TOTAL, &p),
+                    duration: r.histogram(CONNECTION_DURATION_SECONDS, &p),
+                    connect_latency: r.histogram(CONNECT_LATENCY_SECONDS, &p),
+                    request_response: Method::ALL
+                        .iter()
+                        .map(|m| r.histogram(REQUEST_RESPONSE_SECONDS, &with("method", m.as_str())))
+                        .collect(),
+                    parse_failures: [Direction::MinerToPool, Direction::PoolToMiner]
+                        .map(|d| r.counter(PARSE_FAILURES_TOTAL, &with("direction", d.as_str()))),
+                    upstream_failures: UpstreamFailure::ALL.map(|f| {
+                        r.counter(UPSTREAM_CONNECT_FAILURES_TOTAL, &with("reason", f.as_str()))
+                    }),
+                    timeouts: ["handshake", "idle"]
+                        .map(|k| r.counter(CONNECTION_TIMEOUTS_TOTAL, &with("kind", k))),
+                    pending: r.gauge(PENDING_REQUESTS, &p),
+                    expired: r.counter(EXPIRED_REQUESTS_TOTAL, &p),
+                    reachable: r.gauge(POOL_REACHABLE, &p),
+                    up: AtomicBool::new(true),
+                    probed: AtomicBool::new(false),
+                    failovers: r.counter(FAILOVERS_TOTAL, &p),
+                    failover_lost: r.counter(FAILOVER_LOST_REQUESTS_TOTAL, &p),
+                }
+            })
+            .collect();
+        let refused = [RefuseReason::MaxConnections, RefuseReason::RateLimit]
+            .map(|reason| r.counter(REFUSED_CONNECTIONS_TOTAL, &[("reason", reason.as_str())]));
         r.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))])
             .set(1.0);
-        pool_metrics.reachable.set(1.0);
+        for pool in &pools[..options.pools.len()] {
+            pool.reachable.set(1.0);
+        }
         let unknown_id = if options.client_id == ClientIdMode::None {
             CLIENT_ID_ALL
         } else {
             CLIENT_ID_UNKNOWN
         };
-        let unknown_client = Arc::new(register_client(&r, pool, unknown_id));
+        let unknown_clients: Vec<Arc<ClientMetrics>> = options
+            .pools
+            .iter()
+            .map(|pool| Arc::new(register_client(&r, pool, unknown_id)))
+            .collect();
         let mut clients = HashMap::new();
-        clients.insert(unknown_id.to_owned(), unknown_client.clone());
+        clients.insert(
+            unknown_id.to_owned(),
+            unknown_clients.iter().cloned().map(Some).collect(),
+        );
         Collector {
             options,
-            pool: pool_metrics,
+            pools,
+            refused,
             clients: Mutex::new(clients),
-            unknown_client,
+            unknown_clients,
             totals: Totals::default(),
             health: Health {
                 last_success_ms: AtomicU64::new(0),
@@ -390,35 +431,38 @@ impl Collector {
         }
     }
 
-    /// The handles of `client_id` (registered on first use, capped).
-    fn client(&self, client_id: &str) -> Arc<ClientMetrics> {
+    /// The handles of `client_id` on `pool` (registered on first use; the
+    /// cap counts distinct ids over all pools).
+    fn client(&self, client_id: &str, pool: usize) -> Arc<ClientMetrics> {
         let client_id = truncate(client_id, MAX_CLIENT_ID_BYTES);
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(client_id) {
-            return client.clone();
-        }
         // The cap counts real ids; `_unknown`/`_all` and `_other` come on top.
-        let id = if clients.len() > self.options.client_id_cap {
-            CLIENT_ID_OTHER
-        } else {
+        let id = if clients.contains_key(client_id) || clients.len() <= self.options.client_id_cap {
             client_id
+        } else {
+            CLIENT_ID_OTHER
         };
-        if let Some(client) = clients.get(id) {
+        let per_pool = clients
+            .entry(id.to_owned())
+            .or_insert_with(|| vec![None; self.options.pools.len()]);
+        if let Some(client) = &per_pool[pool] {
             return client.clone();
         }
         let r = Registrar {
             recorder: &self.recorder,
         };
-        let client = Arc::new(register_client(&r, &self.options.pool_host, id));
-        clients.insert(id.to_owned(), client.clone());
+        let client = Arc::new(register_client(&r, &self.options.pools[pool], id));
+        per_pool[pool] = Some(client.clone());
         client
     }
 
     /// The `client_id` for a login name, per the configured mode.
-    fn client_for_user(&self, user: &str) -> Option<Arc<ClientMetrics>> {
+    fn client_for_user(&self, user: &str, pool: usize) -> Option<Arc<ClientMetrics>> {
         match self.options.client_id {
-            ClientIdMode::Account => Some(self.client(user.split('.').next().unwrap_or(user))),
-            ClientIdMode::Worker => Some(self.client(user)),
+            ClientIdMode::Account => {
+                Some(self.client(user.split('.').next().unwrap_or(user), pool))
+            }
+            ClientIdMode::Worker => Some(self.client(user, pool)),
             ClientIdMode::PeerIp | ClientIdMode::None => None,
         }
     }
@@ -457,15 +501,19 @@ impl Collector {
         let success = self.health.last_success_ms.load(Ordering::Relaxed);
         let failure = self.health.last_failure_ms.load(Ordering::Relaxed);
         let recent = |t: u64| t != 0 && now.saturating_sub(t) <= window;
-        if recent(failure) && failure > success && !recent(success) {
-            self.pool.reachable.set(0.0);
+        let configured = &self.pools[..self.options.pools.len()];
+        if !configured.iter().any(|p| p.up.load(Ordering::Relaxed)) {
             return Err(format!(
-                "pool {} unreachable: every upstream attempt in the last {}s failed",
-                self.options.pool_host,
+                "every pool is down: {}",
+                self.options.pools.join(", ")
+            ));
+        }
+        if recent(failure) && failure > success && !recent(success) {
+            return Err(format!(
+                "pool unreachable: every upstream attempt in the last {}s failed",
                 self.options.health_interval.as_secs()
             ));
         }
-        self.pool.reachable.set(1.0);
         Ok("ok: listening, pool reachable")
     }
 
@@ -474,11 +522,13 @@ impl Collector {
         let t = &self.totals;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let mut per_client: Vec<Value> = clients
-            .values()
+        let all: Vec<&Arc<ClientMetrics>> = clients.values().flatten().flatten().collect();
+        let mut per_client: Vec<Value> = all
+            .iter()
             .map(|c| {
                 json!({
                     "client_id": c.id,
+                    "pool_host": c.pool,
                     "submits": load(&c.totals.submits),
                     "accepted": load(&c.totals.accepted),
                     "rejected": load(&c.totals.rejected),
@@ -486,28 +536,28 @@ impl Collector {
                 })
             })
             .collect();
-        per_client.sort_by(|a, b| a["client_id"].as_str().cmp(&b["client_id"].as_str()));
-        let submits: u64 = clients.values().map(|c| load(&c.totals.submits)).sum();
-        let accepted: u64 = clients.values().map(|c| load(&c.totals.accepted)).sum();
-        let rejected: u64 = clients.values().map(|c| load(&c.totals.rejected)).sum();
+        per_client.sort_by(|a, b| {
+            let key = |v: &Value| (v["client_id"].to_string(), v["pool_host"].to_string());
+            key(a).cmp(&key(b))
+        });
+        let submits: u64 = all.iter().map(|c| load(&c.totals.submits)).sum();
+        let accepted: u64 = all.iter().map(|c| load(&c.totals.accepted)).sum();
+        let rejected: u64 = all.iter().map(|c| load(&c.totals.rejected)).sum();
         json!({
             "connections": {
                 "active": load(&t.active),
                 "total": load(&t.connections),
                 "refused": load(&t.refused),
             },
-            "pools": [{
-                "pool_host": self.options.pool_host,
-                "connections_total": load(&t.connections),
-                "active_connections": load(&t.active),
+            "relay": {
                 "bytes_sent": load(&t.bytes_sent),
                 "bytes_received": load(&t.bytes_received),
                 "upstream_connect_failures": load(&t.upstream_failures),
                 "submits": submits,
                 "accepted": accepted,
                 "rejected": rejected,
-                "reachable": self.health().is_ok(),
-            }],
+                "healthy": self.health().is_ok(),
+            },
             "clients": per_client,
         })
     }
@@ -521,8 +571,8 @@ impl Collector {
                 break;
             }
             conn.pending.pop_front();
-            self.pool.pending.decrement(1.0);
-            self.pool.expired.increment(1);
+            self.pools[conn.pool].pending.decrement(1.0);
+            self.pools[conn.pool].expired.increment(1);
         }
     }
 
@@ -533,8 +583,8 @@ impl Collector {
         self.expire(conn, now_us);
         if conn.pending.len() >= MAX_PENDING_REQUESTS {
             conn.pending.pop_front();
-            self.pool.pending.decrement(1.0);
-            self.pool.expired.increment(1);
+            self.pools[conn.pool].pending.decrement(1.0);
+            self.pools[conn.pool].expired.increment(1);
         }
         if method.is_share_submit() {
             conn.client.submits.increment(1);
@@ -549,7 +599,8 @@ impl Collector {
                     conn.peer,
                     truncate(&user, 128)
                 );
-                self.client_for_user(&user).map(|client| (id_hash, client))
+                self.client_for_user(&user, conn.pool)
+                    .map(|client| (id_hash, client))
             });
         }
         if conn.pending.capacity() == 0 {
@@ -563,7 +614,7 @@ impl Collector {
             difficulty: conn.difficulty,
             method,
         });
-        self.pool.pending.increment(1.0);
+        self.pools[conn.pool].pending.increment(1.0);
     }
 
     fn response(&self, conn: &mut ConnectionMeter, message: &Message<'_>) {
@@ -576,10 +627,11 @@ impl Collector {
         let Some(pending) = conn.pending.remove(index) else {
             return;
         };
-        self.pool.pending.decrement(1.0);
+        self.pools[conn.pool].pending.decrement(1.0);
         // `Method::ALL` lists the variants in declaration order.
         let waited_us = self.now_us().saturating_sub(pending.sent_us);
-        self.pool.request_response[pending.method as usize].record(waited_us as f64 / 1e6);
+        self.pools[conn.pool].request_response[pending.method as usize]
+            .record(waited_us as f64 / 1e6);
         self.sampled();
         let outcome = message.outcome();
         if pending.method.is_share_submit() {
@@ -629,19 +681,28 @@ impl Collector {
         down: u64,
         reason: CloseReason,
     ) {
-        self.pool.active.decrement(1.0);
+        if conn.pool < self.options.pools.len() {
+            self.pools[conn.pool].active.decrement(1.0);
+        }
         self.totals.active.fetch_sub(1, Ordering::Relaxed);
-        self.pool.duration.record(duration.as_secs_f64());
+        self.pools[conn.pool]
+            .duration
+            .record(duration.as_secs_f64());
         self.sampled();
         match reason {
-            CloseReason::HandshakeTimeout => self.pool.timeouts[0].increment(1),
-            CloseReason::IdleTimeout => self.pool.timeouts[1].increment(1),
+            CloseReason::HandshakeTimeout => self.pools[conn.pool].timeouts[0].increment(1),
+            CloseReason::IdleTimeout => self.pools[conn.pool].timeouts[1].increment(1),
             _ => {}
         }
         let left = conn.pending.len();
+        if reason == CloseReason::PoolDown {
+            let pool = &self.pools[conn.pool];
+            pool.failovers.increment(1);
+            pool.failover_lost.increment(left as u64);
+        }
         if left > 0 {
-            self.pool.pending.decrement(left as f64);
-            self.pool.expired.increment(left as u64);
+            self.pools[conn.pool].pending.decrement(left as f64);
+            self.pools[conn.pool].expired.increment(left as u64);
             conn.pending.clear();
         }
         let detail = match reason {
@@ -666,6 +727,7 @@ fn register_client(r: &Registrar<'_>, pool: &str, id: &str) -> ClientMetrics {
     let labels = [("client_id", id), ("pool_host", pool)];
     ClientMetrics {
         id: id.to_owned(),
+        pool: pool.to_owned(),
         submits: r.counter(SUBMITS_TOTAL, &labels),
         accepted: r.counter(ACCEPTED_SHARES_TOTAL, &labels),
         rejected: RejectReason::ALL.map(|reason| {
@@ -703,22 +765,59 @@ fn hash_id(raw: &[u8]) -> u64 {
     })
 }
 
+impl PoolListener for Collector {
+    fn changed(&self, pool: PoolId, spec: &PoolSpec, health: PoolHealth) {
+        let metrics = &self.pools[pool];
+        match health {
+            PoolHealth::Up => {
+                metrics.up.store(true, Ordering::Relaxed);
+                metrics.reachable.set(1.0);
+                info!("pool {} ({}) is up", spec.name, spec.addr);
+            }
+            PoolHealth::Down(reason) => {
+                metrics.up.store(false, Ordering::Relaxed);
+                metrics.reachable.set(0.0);
+                warn!(
+                    "pool {} ({}) is down: {}; its miners are moved",
+                    spec.name,
+                    spec.addr,
+                    reason.as_str()
+                );
+            }
+        }
+    }
+
+    fn probed(&self, pool: PoolId, ok: bool) {
+        self.record_probe(ok);
+        let metrics = &self.pools[pool];
+        metrics.reachable.set(if ok { 1.0 } else { 0.0 });
+        // The first verdict on each pool is logged; later ones only when
+        // they change its health (see `changed`).
+        if !metrics.probed.swap(true, Ordering::Relaxed) {
+            let name = &self.options.pools[pool];
+            if ok {
+                info!("pool {name} is reachable");
+            } else {
+                warn!("pool {name} is not reachable yet");
+            }
+        }
+    }
+}
+
 impl Observer for Collector {
     type Connection = ConnectionMeter;
 
     fn accepted(&self, info: &ConnectionInfo) -> ConnectionMeter {
-        self.pool.connections.increment(1);
-        self.pool.active.increment(1.0);
         self.totals.connections.fetch_add(1, Ordering::Relaxed);
         self.totals.active.fetch_add(1, Ordering::Relaxed);
         info!("conn={} peer={} opened", info.id, info.peer);
-        let client = match self.options.client_id {
-            ClientIdMode::PeerIp => self.client(&info.peer.ip().to_string()),
-            _ => self.unknown_client.clone(),
-        };
+        // The client is known on a pool: this one is replaced when the
+        // upstream connects (nothing is metered before that).
+        let client = self.unknown_clients[0].clone();
         ConnectionMeter {
             id: info.id,
             peer: info.peer,
+            pool: self.options.pools.len(),
             client,
             difficulty: 0.0,
             pending: VecDeque::new(),
@@ -730,13 +829,13 @@ impl Observer for Collector {
         match event {
             Event::Relayed { direction, bytes } => match direction {
                 Direction::MinerToPool => {
-                    self.pool.bytes_sent.increment(bytes as u64);
+                    self.pools[conn.pool].bytes_sent.increment(bytes as u64);
                     self.totals
                         .bytes_sent
                         .fetch_add(bytes as u64, Ordering::Relaxed);
                 }
                 Direction::PoolToMiner => {
-                    self.pool.bytes_received.increment(bytes as u64);
+                    self.pools[conn.pool].bytes_received.increment(bytes as u64);
                     self.totals
                         .bytes_received
                         .fetch_add(bytes as u64, Ordering::Relaxed);
@@ -761,21 +860,34 @@ impl Observer for Collector {
             }
             Event::Request { .. } | Event::Response { .. } | Event::Notification { .. } => {}
             Event::ParseFailed { direction, .. } => {
-                self.pool.parse_failures[direction as usize].increment(1);
+                self.pools[conn.pool].parse_failures[direction as usize].increment(1);
             }
-            Event::UpstreamConnected { latency, .. } => {
-                self.pool.connect_latency.record(latency.as_secs_f64());
+            Event::UpstreamConnected { pool, latency, .. } => {
+                if conn.pool < self.options.pools.len() {
+                    // Dialled again: the first pool closed before answering.
+                    self.pools[conn.pool].active.decrement(1.0);
+                }
+                conn.pool = pool;
+                let metrics = &self.pools[pool];
+                metrics.connections.increment(1);
+                metrics.active.increment(1.0);
+                conn.client = match self.options.client_id {
+                    ClientIdMode::PeerIp => self.client(&conn.peer.ip().to_string(), pool),
+                    _ => self.unknown_clients[pool].clone(),
+                };
+                metrics.connect_latency.record(latency.as_secs_f64());
                 self.sampled();
                 self.health
                     .last_success_ms
                     .store(self.now_ms(), Ordering::Relaxed);
             }
             Event::UpstreamFailed {
+                pool,
                 failure,
                 latency,
                 error,
             } => {
-                self.pool.upstream_failures[failure as usize].increment(1);
+                self.pools[pool].upstream_failures[failure as usize].increment(1);
                 self.totals
                     .upstream_failures
                     .fetch_add(1, Ordering::Relaxed);
@@ -786,7 +898,7 @@ impl Observer for Collector {
                     "conn={} peer={} pool {} unreachable ({}) after {:.3}s: {}",
                     conn.id,
                     conn.peer,
-                    self.options.pool_host,
+                    self.options.pools[pool],
                     failure.as_str(),
                     latency.as_secs_f64(),
                     error
@@ -808,7 +920,7 @@ impl Observer for Collector {
     }
 
     fn refused(&self, peer: SocketAddr, reason: RefuseReason) {
-        self.pool.refused[reason as usize].increment(1);
+        self.refused[reason as usize].increment(1);
         self.totals.refused.fetch_add(1, Ordering::Relaxed);
         warn!("peer={peer} refused: {}", reason.as_str());
     }
@@ -837,7 +949,7 @@ mod tests {
         let collector = Collector::new(
             Arc::new(crate::metrics::schema::build_recorder()),
             CollectorOptions {
-                pool_host: "pool".into(),
+                pools: vec!["pool".into()],
                 client_id: ClientIdMode::Account,
                 client_id_cap: 10,
                 request_timeout: Duration::from_secs(60),
@@ -852,6 +964,7 @@ mod tests {
         };
         let mut conn = collector.accepted(&info);
         let connected = || Event::UpstreamConnected {
+            pool: 0,
             addr: "127.0.0.1:2".parse().unwrap(),
             latency: Duration::from_millis(1),
         };

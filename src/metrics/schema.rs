@@ -43,10 +43,15 @@ pub const PARSE_FAILURES_TOTAL: &str = "stratum_parse_failures_total";
 pub const PENDING_REQUESTS: &str = "stratum_pending_requests";
 /// Requests that got no response in time (or were evicted, or left at close).
 pub const EXPIRED_REQUESTS_TOTAL: &str = "stratum_expired_requests_total";
-/// 1 when the pool was reachable recently, 0 when every attempt failed.
+/// Gauge `{pool_host}`: 1 while the pool is up by the health checks, 0 while down.
 pub const POOL_REACHABLE: &str = "stratum_pool_reachable";
 /// Always 1; the version in a label.
 pub const BUILD_INFO: &str = "stratum_build_info";
+/// Counter `{pool_host}`: miners closed because their pool went down.
+pub const FAILOVERS_TOTAL: &str = "stratum_failovers_total";
+/// Counter `{pool_host}`: requests (shares among them) still unanswered when
+/// a miner was closed because its pool went down: lost.
+pub const FAILOVER_LOST_REQUESTS_TOTAL: &str = "stratum_failover_lost_requests_total";
 
 /// Buckets for the upstream connect latency: LAN pools answer in well under
 /// a millisecond, remote ones in tens of ms; the top is the connect timeout.
@@ -180,7 +185,17 @@ pub const METRICS: &[MetricDef] = &[
     def(
         POOL_REACHABLE,
         MetricKind::Gauge,
-        "1 if an upstream connection succeeded recently, 0 if every attempt failed.",
+        "1 while the pool is up by the proxy's health checks (dials, probes, notify stalls), 0 while down.",
+    ),
+    def(
+        FAILOVERS_TOTAL,
+        MetricKind::Counter,
+        "Miners closed between two lines because their pool went down, so they reconnect to a healthy pool.",
+    ),
+    def(
+        FAILOVER_LOST_REQUESTS_TOTAL,
+        MetricKind::Counter,
+        "Requests (shares among them) still unanswered when a miner was moved off a down pool.",
     ),
     def(
         BUILD_INFO,

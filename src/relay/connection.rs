@@ -14,21 +14,24 @@
 //! `deadline`) rather than an async-io timer.
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, Read as _, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use smol::Timer;
 
+use std::sync::Arc;
+
 use super::deadline::Deadline;
-use super::event::{CloseReason, ConnectionInfo, Direction, Event, Observer, UpstreamFailure};
+use super::event::{
+    CloseReason, ConnectionInfo, Direction, Event, Observer, Side, UpstreamFailure,
+};
 use super::limits::Limits;
+use super::pools::{PoolId, Pools, Session};
 use super::upstream::PoolAddr;
 use crate::reactor::Registered;
-use crate::stratum::{Frame, Kind, LineFramer, Message, ParseFailure};
+use crate::stratum::{Frame, Kind, LineFramer, Message, Method, ParseFailure};
 
 /// Size of the per-thread read buffer, in bytes.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -41,11 +44,22 @@ thread_local! {
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice());
 }
 
+/// Most bytes held from a miner before its pool is dialled; also the most
+/// kept to replay to the next pool when one closes before answering.
+pub const HOLD_BYTES: usize = 16 * 1024;
+
 /// Relays one accepted miner connection until it ends; reports to `observer`.
+///
+/// The pool is dialled when the miner's first complete line has arrived (a
+/// silent or flooding client costs no pool anything), those bytes held
+/// (at most [`HOLD_BYTES`]) and then forwarded unchanged. A dial that is
+/// refused or times out, or a pool that closes before its first byte, is
+/// retried on the next pool of [`Pools::dial_order`] for the same miner: it
+/// has been answered nothing yet, so it sees only a slower subscribe.
 pub(crate) async fn serve<O: Observer>(
     miner: TcpStream,
     info: ConnectionInfo,
-    upstream: &PoolAddr,
+    pools: &Arc<Pools>,
     limits: &Limits,
     observer: &O,
 ) {
@@ -61,43 +75,219 @@ pub(crate) async fn serve<O: Observer>(
             return;
         }
     };
-
-    let started = Instant::now();
-    // Boxed: the connect future (resolver, connect, timer) is large and
-    // short-lived; inline it would size every relay task for good.
-    let pool = match Box::pin(connect(upstream, limits.connect_timeout)).await {
-        Ok((pool, addr)) => {
-            conn.emit(Event::UpstreamConnected {
-                addr,
-                latency: started.elapsed(),
-            });
-            pool
-        }
-        Err((failure, error)) => {
-            conn.emit(Event::UpstreamFailed {
-                failure,
-                latency: started.elapsed(),
-                error: &error,
-            });
-            conn.close(CloseReason::UpstreamFailed(failure));
+    let Held { bytes: held, eof } = match hold_first_line(&miner, conn.accepted_at, limits).await {
+        Ok(held) => held,
+        Err(reason) => {
+            conn.close(reason);
             return;
         }
     };
-    let _ = pool.get_ref().set_nodelay(true);
-
-    let relay = Relay {
+    let order = pools.dial_order();
+    let mut tried = 0;
+    // Boxed: the connect future (resolver, connect, timer) is large and
+    // short-lived; inline it would size every relay task for good.
+    let Some((pool, session)) =
+        Box::pin(dial_next(&order, &mut tried, pools, limits, &mut conn)).await
+    else {
+        return;
+    };
+    let mut relay = Relay {
         sockets: [miner, pool],
         pipes: [Pipe::default(), Pipe::default()],
         deadline: Deadline::new(),
         limits,
+        failover_wait: pools.policy().failover_wait,
         last_miner_read: Instant::now(),
         handshake_done: false,
         half_closed_at: None,
         first_eof: None,
+        replay: Some(held.clone()),
+        pools_left: tried < order.len(),
+        pool_spoke: false,
+        in_flight: 0,
+        evict_by: None,
+        session,
         conn: &mut conn,
     };
-    let reason = relay.await;
-    conn.close(reason);
+    relay.pipes[0].unsent = held;
+    // Holding stopped at a line end, maybe with more bytes waiting: the
+    // edge that announced them was taken, so read before waiting for one.
+    relay.pipes[0].maybe_readable = !eof;
+    if eof {
+        // The miner sent its last bytes without a newline and closed: they
+        // are relayed, then the FIN.
+        relay.pipes[0].eof = true;
+        relay.first_eof = Some(CloseReason::MinerClosed);
+        relay.half_closed_at = Some(Instant::now());
+    }
+    // Observed once, as if just read: a replay to another pool is not.
+    let held = relay.pipes[0].unsent.clone();
+    relay.observe(Direction::MinerToPool, &held);
+    loop {
+        match std::future::poll_fn(|cx| relay.poll_relay(cx)).await {
+            Ended::Closed(reason) => {
+                relay.conn.close(reason);
+                return;
+            }
+            Ended::Redial(failure) => {
+                let pool = relay.session.pool();
+                pools.dial_failed(pool);
+                relay.conn.emit(Event::UpstreamFailed {
+                    pool,
+                    failure,
+                    latency: Duration::ZERO,
+                    error: &io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "the pool closed before its first byte",
+                    ),
+                });
+                let Some((socket, session)) =
+                    Box::pin(dial_next(&order, &mut tried, pools, limits, relay.conn)).await
+                else {
+                    return;
+                };
+                relay.redial(socket, session);
+                relay.pools_left = tried < order.len();
+            }
+        }
+    }
+}
+
+/// What a miner sent before its pool was dialled.
+struct Held {
+    bytes: Vec<u8>,
+    /// It closed its side after these bytes (no newline came).
+    eof: bool,
+}
+
+/// Reads the miner until its first complete line (or [`HOLD_BYTES`], or
+/// its end of stream after some bytes).
+async fn hold_first_line(
+    miner: &Registered<TcpStream>,
+    accepted_at: Instant,
+    limits: &Limits,
+) -> Result<Held, CloseReason> {
+    let mut held = Vec::new();
+    let mut deadline = Deadline::new();
+    let due = accepted_at + limits.handshake_timeout;
+    let mut maybe_readable = false;
+    std::future::poll_fn(|cx| {
+        loop {
+            if Instant::now() >= due {
+                return Poll::Ready(Err(CloseReason::HandshakeTimeout));
+            }
+            if !maybe_readable {
+                match miner.poll_readable(cx) {
+                    Poll::Pending => {
+                        deadline.wake_at(due, cx.waker());
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(CloseReason::MinerError(e.kind())));
+                    }
+                    Poll::Ready(Ok(())) => maybe_readable = true,
+                }
+            }
+            let room = HOLD_BYTES - held.len();
+            let read = READ_BUFFER.with(|buffer| {
+                let mut buffer = buffer.borrow_mut();
+                let room = room.min(buffer.len());
+                match read_into(miner.get_ref(), &mut buffer[..room]) {
+                    Ok(Read::Data(n)) => {
+                        held.extend_from_slice(&buffer[..n]);
+                        Ok(Read::Data(n))
+                    }
+                    other => other,
+                }
+            });
+            match read {
+                Err(e) => return Poll::Ready(Err(CloseReason::MinerError(e.kind()))),
+                Ok(Read::Eof) if held.is_empty() => {
+                    return Poll::Ready(Err(CloseReason::MinerClosed));
+                }
+                Ok(Read::Eof) => {
+                    return Poll::Ready(Ok(Held {
+                        bytes: std::mem::take(&mut held),
+                        eof: true,
+                    }));
+                }
+                Ok(Read::WouldBlock) => maybe_readable = false,
+                Ok(Read::Data(n)) => {
+                    if held.contains(&b'\n') || held.len() >= HOLD_BYTES {
+                        return Poll::Ready(Ok(Held {
+                            bytes: std::mem::take(&mut held),
+                            eof: false,
+                        }));
+                    }
+                    if n < room {
+                        maybe_readable = false;
+                    }
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// What one read gave.
+enum Read {
+    /// This many bytes (more than zero).
+    Data(usize),
+    /// End of stream.
+    Eof,
+    /// Nothing now: wait for readiness.
+    WouldBlock,
+}
+
+/// One non-blocking read; `Interrupted` counts as `WouldBlock` (the caller
+/// comes back on the next readiness event or poll).
+fn read_into(mut socket: &TcpStream, buffer: &mut [u8]) -> io::Result<Read> {
+    match socket.read(buffer) {
+        Ok(0) => Ok(Read::Eof),
+        Ok(n) => Ok(Read::Data(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::WouldBlock),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Read::WouldBlock),
+        Err(e) => Err(e),
+    }
+}
+
+/// Dials the pools of `order` from `*tried` on until one connects; reports
+/// each attempt. `None` (the miner closed) when every pool failed.
+async fn dial_next<O: Observer>(
+    order: &[PoolId],
+    tried: &mut usize,
+    pools: &Arc<Pools>,
+    limits: &Limits,
+    conn: &mut ObservedConnection<'_, O>,
+) -> Option<(Registered<TcpStream>, Session)> {
+    let mut last = UpstreamFailure::Other;
+    while let Some(&pool) = order.get(*tried) {
+        *tried += 1;
+        let started = Instant::now();
+        match connect(&pools.spec(pool).addr, limits.connect_timeout).await {
+            Ok((socket, addr)) => {
+                let _ = socket.get_ref().set_nodelay(true);
+                conn.emit(Event::UpstreamConnected {
+                    pool,
+                    addr,
+                    latency: started.elapsed(),
+                });
+                return Some((socket, pools.session(pool)));
+            }
+            Err((failure, error)) => {
+                pools.dial_failed(pool);
+                conn.emit(Event::UpstreamFailed {
+                    pool,
+                    failure,
+                    latency: started.elapsed(),
+                    error: &error,
+                });
+                last = failure;
+            }
+        }
+    }
+    conn.close(CloseReason::UpstreamFailed(last));
+    None
 }
 
 /// Opens the upstream connection within `timeout`.
@@ -223,7 +413,16 @@ struct Pipe {
     shut: bool,
 }
 
-/// The relay future: resolves with why the connection ended.
+/// How a relay ended.
+enum Ended {
+    /// The connection is over.
+    Closed(CloseReason),
+    /// The pool closed or reset before its first byte, and everything the
+    /// miner sent is still held: dial the next pool and replay it.
+    Redial(UpstreamFailure),
+}
+
+/// The relay: both directions of one miner and its pool.
 struct Relay<'c, 'o, O: Observer> {
     /// [miner, pool].
     sockets: [Registered<TcpStream>; 2],
@@ -231,10 +430,23 @@ struct Relay<'c, 'o, O: Observer> {
     pipes: [Pipe; 2],
     deadline: Deadline,
     limits: &'c Limits,
+    failover_wait: Duration,
     last_miner_read: Instant,
     handshake_done: bool,
     half_closed_at: Option<Instant>,
     first_eof: Option<CloseReason>,
+    /// Every byte sent to the pool while it has said nothing, for a replay
+    /// to the next pool; `None` once it spoke or past [`HOLD_BYTES`].
+    replay: Option<Vec<u8>>,
+    /// Pools of the dial order not tried yet.
+    pools_left: bool,
+    /// The pool sent its first byte.
+    pool_spoke: bool,
+    /// Requests of the miner not answered yet (by count, not by id).
+    in_flight: u32,
+    /// The pool went down: close between two lines, by this time at the latest.
+    evict_by: Option<Instant>,
+    session: Session,
     conn: &'c mut ObservedConnection<'o, O>,
 }
 
@@ -259,6 +471,24 @@ fn error_on(socket: usize, error: &io::Error) -> CloseReason {
 }
 
 impl<O: Observer> Relay<'_, '_, O> {
+    /// Whether the pool failing now may be answered by another pool.
+    fn may_redial(&self) -> bool {
+        self.pools_left && !self.pool_spoke && self.replay.is_some()
+    }
+
+    /// Continues on a new pool: the held bytes are sent again (they were
+    /// observed once already), the pool→miner side starts afresh.
+    fn redial(&mut self, socket: Registered<TcpStream>, session: Session) {
+        self.sockets[1] = socket;
+        self.session = session;
+        self.pipes[1] = Pipe::default();
+        let replay = self.replay.clone().unwrap_or_default();
+        self.pipes[0].unsent = replay;
+        self.pipes[0].unsent_from = 0;
+        self.first_eof = None;
+        self.half_closed_at = None;
+    }
+
     /// Moves bytes one way until neither side can make progress now.
     fn pump(
         &mut self,
@@ -290,24 +520,24 @@ impl<O: Observer> Relay<'_, '_, O> {
             }
             let read = READ_BUFFER.with(|buffer| {
                 let mut buffer = buffer.borrow_mut();
-                let result = self.sockets[src].get_ref().read(&mut buffer);
-                match result {
-                    Ok(0) => Ok(0),
-                    Ok(n) => {
-                        self.forward(direction, &buffer[..n])?;
-                        self.observe(direction, &buffer[..n]);
-                        Ok(n)
+                let read = read_into(self.sockets[src].get_ref(), &mut buffer);
+                if let Ok(Read::Data(n)) = read {
+                    if d == 1 && !self.pool_spoke {
+                        self.pool_spoke = true;
+                        self.replay = None;
+                        self.session.spoke();
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.pipes[d].maybe_readable = false;
-                        Ok(usize::MAX)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(usize::MAX),
-                    Err(e) => Err(error_on(src, &e)),
+                    self.forward(direction, &buffer[..n])?;
+                    self.observe(direction, &buffer[..n]);
                 }
+                read.map_err(|e| error_on(src, &e))
             })?;
             match read {
-                0 => {
+                Read::Eof => {
+                    if d == 1 && self.may_redial() {
+                        // Not propagated: the next pool may answer instead.
+                        return Err(CloseReason::PoolClosed);
+                    }
                     self.pipes[d].eof = true;
                     if self.first_eof.is_none() {
                         self.first_eof = Some(if d == 0 {
@@ -318,8 +548,8 @@ impl<O: Observer> Relay<'_, '_, O> {
                         self.half_closed_at = Some(now);
                     }
                 }
-                usize::MAX => {}
-                n => {
+                Read::WouldBlock => self.pipes[d].maybe_readable = false,
+                Read::Data(n) => {
                     if d == 0 {
                         self.last_miner_read = now;
                     }
@@ -337,6 +567,15 @@ impl<O: Observer> Relay<'_, '_, O> {
     fn forward(&mut self, direction: Direction, bytes: &[u8]) -> Result<(), CloseReason> {
         let d = index(direction);
         let dst = 1 - d;
+        if d == 0
+            && let Some(replay) = &mut self.replay
+        {
+            if replay.len() + bytes.len() <= HOLD_BYTES {
+                replay.extend_from_slice(bytes);
+            } else {
+                self.replay = None;
+            }
+        }
         let written = match self.sockets[dst].get_ref().write(bytes) {
             Ok(n) => n,
             Err(e)
@@ -402,13 +641,17 @@ impl<O: Observer> Relay<'_, '_, O> {
     fn observe(&mut self, direction: Direction, bytes: &[u8]) {
         let d = index(direction);
         let conn = &mut *self.conn;
-        let mut lines = false;
+        let mut flow = Flow::default();
         self.pipes[d].framer.push(bytes, |frame| {
-            lines = true;
-            report(conn, direction, frame);
+            flow.lines = true;
+            report(conn, direction, frame, &mut flow);
         });
-        if lines && d == 0 {
+        self.in_flight = (self.in_flight + flow.requests).saturating_sub(flow.responses);
+        if flow.lines && d == 0 {
             self.handshake_done = true;
+        }
+        if flow.notified {
+            self.session.saw_notify();
         }
     }
 
@@ -419,20 +662,22 @@ impl<O: Observer> Relay<'_, '_, O> {
             CloseReason::IdleTimeout,
         );
         let mut next = idle;
+        let mut earlier = |candidate: (Instant, CloseReason)| {
+            if candidate.0 < next.0 {
+                next = candidate;
+            }
+        };
         if !self.handshake_done {
-            let handshake = (
+            earlier((
                 self.conn.accepted_at + self.limits.handshake_timeout,
                 CloseReason::HandshakeTimeout,
-            );
-            if handshake.0 < next.0 {
-                next = handshake;
-            }
+            ));
         }
         if let Some(at) = self.half_closed_at {
-            let half = (at + HALF_CLOSE_TIMEOUT, CloseReason::HalfCloseTimeout);
-            if half.0 < next.0 {
-                next = half;
-            }
+            earlier((at + HALF_CLOSE_TIMEOUT, CloseReason::HalfCloseTimeout));
+        }
+        if let Some(at) = self.evict_by {
+            earlier((at, CloseReason::PoolDown));
         }
         next
     }
@@ -446,6 +691,47 @@ impl<O: Observer> Relay<'_, '_, O> {
         self.deadline.wake_at(deadline, cx.waker());
         Poll::Pending
     }
+
+    /// Relays until the connection ends or should move to another pool.
+    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
+        // One clock read per poll serves the activity stamps and the deadline check.
+        let now = Instant::now();
+        for direction in DIRECTIONS {
+            if let Err(reason) = self.pump(direction, now, cx) {
+                if reason.side() == Side::Pool && self.may_redial() {
+                    return Poll::Ready(Ended::Redial(UpstreamFailure::Reset));
+                }
+                return Poll::Ready(Ended::Closed(reason));
+            }
+        }
+        let done = |p: &Pipe| p.eof && p.shut;
+        if done(&self.pipes[0]) && done(&self.pipes[1]) {
+            return Poll::Ready(Ended::Closed(
+                self.first_eof.unwrap_or(CloseReason::MinerClosed),
+            ));
+        }
+        if self.evict_by.is_none() && self.session.evicted(cx) {
+            self.evict_by = Some(now + self.failover_wait);
+        }
+        // Evicted: close between two lines, once every request is answered.
+        if self.evict_by.is_some()
+            && self.in_flight == 0
+            && self.pipes[0].framer.buffered_bytes() == 0
+            && self.pipes[0].unsent.is_empty()
+        {
+            return Poll::Ready(Ended::Closed(CloseReason::PoolDown));
+        }
+        self.poll_deadlines(now, cx).map(Ended::Closed)
+    }
+}
+
+/// What the lines of one read were, for the relay's own bookkeeping.
+#[derive(Default)]
+struct Flow {
+    lines: bool,
+    requests: u32,
+    responses: u32,
+    notified: bool,
 }
 
 /// Reports one framed line to the observer.
@@ -453,6 +739,7 @@ fn report<O: Observer>(
     conn: &mut ObservedConnection<'_, O>,
     direction: Direction,
     frame: Frame<'_>,
+    flow: &mut Flow,
 ) {
     match frame {
         Frame::Overlong(line_bytes) => conn.emit(Event::ParseFailed {
@@ -464,9 +751,19 @@ fn report<O: Observer>(
             Ok(message) => {
                 let message = &message;
                 conn.emit(match message.kind() {
-                    Kind::Request => Event::Request { direction, message },
-                    Kind::Response => Event::Response { direction, message },
-                    Kind::Notification => Event::Notification { direction, message },
+                    Kind::Request => {
+                        flow.requests += u32::from(direction == Direction::MinerToPool);
+                        Event::Request { direction, message }
+                    }
+                    Kind::Response => {
+                        flow.responses += u32::from(direction == Direction::PoolToMiner);
+                        Event::Response { direction, message }
+                    }
+                    Kind::Notification => {
+                        flow.notified |= direction == Direction::PoolToMiner
+                            && message.method() == Some(Method::Notify);
+                        Event::Notification { direction, message }
+                    }
                 })
             }
             Err(failure) => conn.emit(Event::ParseFailed {
@@ -475,25 +772,5 @@ fn report<O: Observer>(
                 line_bytes: line.len(),
             }),
         },
-    }
-}
-
-impl<O: Observer> Future for Relay<'_, '_, O> {
-    type Output = CloseReason;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
-        let this = self.get_mut();
-        // One clock read per poll serves the activity stamps and the deadline check.
-        let now = Instant::now();
-        for direction in DIRECTIONS {
-            if let Err(reason) = this.pump(direction, now, cx) {
-                return Poll::Ready(reason);
-            }
-        }
-        let done = |p: &Pipe| p.eof && p.shut;
-        if done(&this.pipes[0]) && done(&this.pipes[1]) {
-            return Poll::Ready(this.first_eof.unwrap_or(CloseReason::MinerClosed));
-        }
-        this.poll_deadlines(now, cx)
     }
 }

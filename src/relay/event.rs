@@ -10,6 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::pools::PoolId;
 use crate::stratum::{Message, ParseFailure};
 
 /// Which way bytes or a message travelled.
@@ -70,15 +71,26 @@ pub enum UpstreamFailure {
     Refused,
     /// Name resolution failed or anything else.
     Other,
+    /// Connected, then closed or reset by the pool before its first byte.
+    Reset,
 }
 
 impl UpstreamFailure {
+    /// Every failure, in declaration order (`failure as usize` indexes it).
+    pub const ALL: [UpstreamFailure; 4] = [
+        UpstreamFailure::Timeout,
+        UpstreamFailure::Refused,
+        UpstreamFailure::Other,
+        UpstreamFailure::Reset,
+    ];
+
     /// Stable lower-case name, for logs and metric labels.
     pub const fn as_str(self) -> &'static str {
         match self {
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Refused => "refused",
             UpstreamFailure::Other => "other",
+            UpstreamFailure::Reset => "reset",
         }
     }
 }
@@ -105,8 +117,11 @@ pub enum CloseReason {
     MinerError(io::ErrorKind),
     /// Reading from or writing to the pool failed.
     PoolError(io::ErrorKind),
-    /// The upstream connection could not be opened.
+    /// No pool could be opened (the last pool's failure).
     UpstreamFailed(UpstreamFailure),
+    /// The pool went down: the proxy closed the miner between two lines so
+    /// that it reconnects to a healthy pool.
+    PoolDown,
     /// No bytes from the miner for the idle timeout.
     IdleTimeout,
     /// No complete line from the miner within the handshake timeout.
@@ -135,6 +150,7 @@ impl CloseReason {
             CloseReason::MinerError(_) => "miner_error",
             CloseReason::PoolError(_) => "pool_error",
             CloseReason::UpstreamFailed(_) => "upstream_failed",
+            CloseReason::PoolDown => "pool_down",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::HalfCloseTimeout => "half_close_timeout",
@@ -146,15 +162,21 @@ impl CloseReason {
 /// Something the relay saw on one connection.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// The upstream connection is open.
+    /// The upstream connection is open (again, to another pool, when the
+    /// first closed before answering).
     UpstreamConnected {
+        /// The pool.
+        pool: PoolId,
         /// The pool address it connected to.
         addr: SocketAddr,
         /// Time from starting to connect to connected.
         latency: Duration,
     },
-    /// The upstream connection could not be opened; the miner is closed next.
+    /// A pool could not be opened (or closed before answering); the next
+    /// pool is tried, and when none is left the miner is closed.
     UpstreamFailed {
+        /// The pool.
+        pool: PoolId,
         /// Classified cause.
         failure: UpstreamFailure,
         /// Time spent trying.

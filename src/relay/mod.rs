@@ -7,6 +7,7 @@ pub mod connection;
 mod deadline;
 pub mod event;
 pub mod limits;
+pub mod pools;
 pub mod server;
 pub mod upstream;
 
@@ -15,5 +16,6 @@ pub use event::{
     UpstreamFailure,
 };
 pub use limits::Limits;
+pub use pools::{HealthPolicy, PoolHealth, PoolId, PoolListener, PoolSpec, PoolStatus, Pools};
 pub use server::{Server, ServerHandle};
 pub use upstream::PoolAddr;

@@ -14,7 +14,7 @@ use smol::{Async, Executor, Timer};
 use super::connection;
 use super::event::{ConnectionInfo, Observer, RefuseReason};
 use super::limits::Limits;
-use super::upstream::PoolAddr;
+use super::pools::Pools;
 
 /// Shortest pause after a failed `accept` (EMFILE and friends).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -23,7 +23,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// What the listener and its tasks share.
 struct Shared<O> {
-    upstream: PoolAddr,
+    pools: Arc<Pools>,
     limits: Limits,
     observer: Arc<O>,
     active: Arc<AtomicUsize>,
@@ -60,7 +60,7 @@ impl<O: Observer> Server<O> {
     /// Binds the listener (port 0 picks a free port; see [`Server::local_addr`]).
     pub async fn bind(
         listen: SocketAddr,
-        upstream: PoolAddr,
+        pools: Arc<Pools>,
         limits: Limits,
         observer: Arc<O>,
     ) -> io::Result<Self> {
@@ -73,7 +73,7 @@ impl<O: Observer> Server<O> {
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
-                upstream,
+                pools,
                 limits,
                 observer,
                 active,
@@ -99,9 +99,11 @@ impl<O: Observer> Server<O> {
     pub async fn run(self, executor: Arc<Executor<'static>>, stop: impl Future<Output = ()>) {
         // The accept loop is its own task: as the caller's future it would be
         // re-polled (an accept4 and a re-arm) on every executor wakeup.
+        let checks = executor.spawn(self.shared.pools.clone().run_checks());
         let accept = executor.spawn(accept_loop(self.listener, self.shared, executor.clone()));
         stop.await;
         let _ = accept.cancel().await;
+        let _ = checks.cancel().await;
     }
 }
 
@@ -164,7 +166,7 @@ async fn accept_loop<O: Observer>(
                 connection::serve(
                     stream,
                     info,
-                    &shared.upstream,
+                    &shared.pools,
                     &shared.limits,
                     &*shared.observer,
                 )

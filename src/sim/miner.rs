@@ -73,6 +73,10 @@ pub struct MinerConfig {
     /// Connect and authorize, then send nothing more until stopped or the
     /// duration ends (idle and fan-out benchmarks).
     pub idle: bool,
+    /// Reconnect at once when the connection ends before the miner is done
+    /// (stopped, its submits sent or its duration over), as common firmware
+    /// does after a dropped connection; the handshake is repeated.
+    pub reconnect: bool,
 }
 
 impl MinerConfig {
@@ -94,6 +98,7 @@ impl MinerConfig {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_per_second: 0.0,
             idle: false,
+            reconnect: false,
         }
     }
 
@@ -155,6 +160,9 @@ pub struct MinerReport {
     /// Submit round-trip times (send → answer), in microseconds.
     #[serde(skip)]
     pub round_trips_us: Vec<u64>,
+    /// Connections made (1 without reconnects); `sent`, `received` and
+    /// `eof` are the last connection's.
+    pub sessions: u64,
     /// When the last `mining.notify` was received (fan-out measurements).
     #[serde(skip)]
     pub last_notify_at: Option<Instant>,
@@ -401,55 +409,105 @@ async fn run_miner(
             return report;
         }
     }
+    let mut next_id = 1;
+    loop {
+        let session = run_session(index, &config, &stop, &live, &user, &state, next_id).await;
+        let again = {
+            let mut guard = lock(&state);
+            guard.report.sessions += 1;
+            let done = stop.is_stopped()
+                || config
+                    .submits
+                    .is_some_and(|k| guard.report.submits_sent >= k)
+                || !config.reconnect;
+            let finished = match session {
+                Ok((ids, sent)) => {
+                    next_id = ids;
+                    guard.report.sent = sent;
+                    done || !guard.report.eof
+                }
+                Err(e) => {
+                    if done {
+                        guard.report.error = Some(e);
+                    }
+                    done
+                }
+            };
+            if !finished {
+                // Dropped before the miner was done: start again, as firmware does.
+                guard.pending.clear();
+                guard.job_id = None;
+            }
+            !finished
+        };
+        if !again {
+            break;
+        }
+        Timer::after(RECONNECT_PAUSE).await;
+    }
+    let mut state = state.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut report = state.report;
+    report.unanswered = state.pending.len() as u64;
+    state.pending.clear();
+    report
+}
+
+/// Pause before a reconnect (firmware reconnects at once; this only keeps a
+/// refused connect from spinning).
+const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+
+/// One connection: connect, handshake, submit; `Ok` with the next request
+/// id and the digest of what was sent, or what went wrong.
+async fn run_session(
+    index: usize,
+    config: &MinerConfig,
+    stop: &StopSignal,
+    live: &LiveCounters,
+    user: &str,
+    state: &Mutex<State>,
+    next_id: u64,
+) -> Result<(u64, Digest), String> {
     let connect = async { Async::<TcpStream>::connect(config.pool).await };
     let timeout = async {
         Timer::after(config.response_timeout).await;
         Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
     };
-    let stream = match smol::future::or(connect, timeout).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            let mut report = state.into_inner().unwrap_or_else(|e| e.into_inner()).report;
-            report.error = Some(format!("connect to {}: {e}", config.pool));
-            return report;
-        }
-    };
+    let stream = smol::future::or(connect, timeout)
+        .await
+        .map_err(|e| format!("connect to {}: {e}", config.pool))?;
     let _ = stream.get_ref().set_nodelay(true);
+    {
+        let mut state = lock(state);
+        state.report.eof = false;
+        state.report.received = Digest::new();
+    }
     live.connected.fetch_add(1, Ordering::Relaxed);
     let (wake_tx, wake_rx) = smol::channel::bounded::<()>(1);
     let (closing_tx, closing_rx) = smol::channel::bounded::<()>(1);
-    let reader = read_loop(&stream, &state, wake_tx, closing_rx, &config, &live);
+    let reader = read_loop(&stream, state, wake_tx, closing_rx, config, live);
     let driver = async {
         let mut driver = Driver {
             stream: &stream,
-            state: &state,
+            state,
             wake: &wake_rx,
-            config: &config,
-            stop: &stop,
-            live: &live,
-            user: &user,
+            config,
+            stop,
+            live,
+            user,
             sent: Digest::new(),
-            next_id: 1,
+            next_id,
             line: String::with_capacity(256),
-            rng: SplitMix::new(index as u64 + 1),
+            rng: SplitMix::new(index as u64 + 1 + (next_id << 32)),
         };
         let result = driver.run().await;
         // Half-close: the pool sees EOF, answers nothing new, and closes.
         let _ = stream.get_ref().shutdown(Shutdown::Write);
         closing_tx.close();
-        (result, driver.sent)
+        (result.map(|()| driver.next_id), driver.sent)
     };
     let ((), (result, sent)) = smol::future::zip(reader, driver).await;
     live.connected.fetch_sub(1, Ordering::Relaxed);
-    let mut state = state.into_inner().unwrap_or_else(|e| e.into_inner());
-    let mut report = state.report;
-    report.sent = sent;
-    report.unanswered = state.pending.len() as u64;
-    state.pending.clear();
-    if let Err(e) = result {
-        report.error = Some(e);
-    }
-    report
+    result.map(|ids| (ids, sent))
 }
 
 /// Reads until EOF (or until the drain bound after the driver finished).

@@ -13,7 +13,7 @@ use std::time::Duration;
 use smol::channel::{Receiver, Sender};
 use smol::{Executor, Timer};
 use stratum_proxy::relay::{
-    CloseReason, ConnectionInfo, Direction, Event, Limits, Observer, PoolAddr, RefuseReason,
+    CloseReason, ConnectionInfo, Direction, Event, Limits, Observer, PoolAddr, Pools, RefuseReason,
     Server, ServerHandle,
 };
 use stratum_proxy::sim::RejectCounts;
@@ -96,10 +96,25 @@ pub fn start_relay<O: Observer>(
     limits: Limits,
     observer: Arc<O>,
 ) -> Relay {
+    start_relay_to(
+        runtime,
+        Pools::single(PoolAddr::from(pool)),
+        limits,
+        observer,
+    )
+}
+
+/// Binds a relay on 127.0.0.1:0 to `pools` with `limits` and runs it on `executor`.
+pub fn start_relay_to<O: Observer>(
+    runtime: &Runtime,
+    pools: Arc<Pools>,
+    limits: Limits,
+    observer: Arc<O>,
+) -> Relay {
     let server = runtime
         .block_on(Server::bind(
             "127.0.0.1:0".parse().unwrap(),
-            PoolAddr::from(pool),
+            pools,
             limits,
             observer,
         ))
