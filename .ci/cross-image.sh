@@ -31,7 +31,7 @@
 # Environment: CROSS_LOCAL_IMAGE (image name, default below), DEBIAN_MIRROR
 # (default: the mirror the host's apt uses for bookworm main, else
 # deb.debian.org), CROSS_IMAGE_FORCE=1 to rebuild an existing image.
-# Took 91 s on this 2-core machine (mostly apt); the image is about 850 MB.
+# Took 67-91 s on a 2-core machine (mostly debootstrap and apt); the image is about 850 MB.
 set -euo pipefail
 
 IMAGE=${CROSS_LOCAL_IMAGE:-localhost/stratum-proxy-cross:bookworm}
