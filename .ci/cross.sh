@@ -41,7 +41,7 @@ if ! cross --version 2>/dev/null | grep -q "^cross $CROSS_VERSION\b"; then
     log "cargo install cross $CROSS_VERSION"
     cargo install cross --locked --version "$CROSS_VERSION" --quiet
 fi
-cross --version | head -n 1
+cross --version 2>/dev/null | head -n 1
 took
 
 phase "image $CROSS_LOCAL_IMAGE"
