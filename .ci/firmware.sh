@@ -107,8 +107,12 @@ fi
 if [ "${FIRMWARE_TEST:-1}" = 1 ]; then
     step "cargo test --locked --target $A64 (under qemu-aarch64)"
     # FIRMWARE_TEST_ARGS: extra libtest arguments (e.g. "--skip NAME"), word-split.
+    # The runner in the environment form as well as in .cargo/config.toml:
+    # tests that spawn our binaries read it there (tests/runner), so they
+    # need no binfmt_misc entry either.
     # shellcheck disable=SC2086
-    if cargo test --locked --target "$A64" -- ${FIRMWARE_TEST_ARGS:-}; then ok "test suite under qemu-aarch64"; else bad "test suite under qemu-aarch64"; fi
+    if CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER=${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER:-qemu-aarch64-static} \
+        cargo test --locked --target "$A64" -- ${FIRMWARE_TEST_ARGS:-}; then ok "test suite under qemu-aarch64"; else bad "test suite under qemu-aarch64"; fi
     took
 fi
 

@@ -70,9 +70,9 @@ if ! pkg_installed qemu-user-static; then
     "${APT[@]}" install --no-install-recommends -t bookworm-backports qemu-user-static
 fi
 
-# Tests that spawn our binaries (CARGO_BIN_EXE_*) exec aarch64 ELF files from
-# inside qemu-user: the kernel needs a binfmt_misc entry for that (cargo's
-# runner only wraps the test binary itself). qemu-user-binfmt ships the
+# binfmt_misc entries let the ARM binaries run by name (by hand, or from a
+# script). The tests do not need them: those that spawn our binaries run
+# them through cargo's runner (tests/runner). qemu-user-binfmt ships the
 # entries; register them now if no init system did.
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null \

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use stratum_proxy::cli;
 use stratum_proxy::config::{ClientIdMode, Config, ConfigError, FlagLayer, KEYS, Secret};
 use stratum_proxy::logging::LogFormat;
+
+mod runner;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stratum-proxy");
 
@@ -589,14 +591,16 @@ fn shipped_overlay_config_parses() {
 
 // ---- the binary -----------------------------------------------------------
 
-/// Runs the built binary with only the given environment.
+/// Runs the built binary with only the given environment (and `PATH`, which
+/// the configuration does not read, so that a runner script finds its
+/// emulator).
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
+    let mut command = runner::command(BIN);
+    command.args(args).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command.envs(env.iter().copied()).output().unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {

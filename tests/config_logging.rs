@@ -9,11 +9,13 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use log::LevelFilter;
 use stratum_proxy::logging::{self, InitError, LogFormat, MemoryWriter};
+
+mod runner;
 
 const CHILD_VAR: &str = "LOGGER_CHILD_FORMAT";
 
@@ -54,7 +56,7 @@ fn run_child(format: &str, journal_stream: impl Fn(u64, u64) -> String) -> (Stri
     ));
     let stderr = File::create(&path).unwrap();
     let meta = stderr.metadata().unwrap();
-    let output = Command::new(std::env::current_exe().unwrap())
+    let output = runner::command(std::env::current_exe().unwrap())
         .args(["--exact", "logger_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_VAR, format)
         .env("JOURNAL_STREAM", journal_stream(meta.dev(), meta.ino()))

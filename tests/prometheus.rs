@@ -6,6 +6,7 @@
 //! and runs them with `cargo test --test prometheus -- --ignored`.
 
 mod daemon;
+mod runner;
 
 use std::io::Write;
 use std::net::TcpListener;

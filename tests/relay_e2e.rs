@@ -4,13 +4,15 @@
 //! equal the simulators' own counts exactly.
 
 mod common;
+mod runner;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Runtime, TestObserver, start_relay, within};
+use rustix::process::Signal;
 use smol::Timer;
 use stratum_proxy::relay::{CloseReason, Direction, Limits};
 use stratum_proxy::sim::RejectCode;
@@ -189,7 +191,7 @@ fn sims_through_relay_bytes_and_counts_match_exactly() {
 /// the relay and both print JSON summaries that agree.
 #[test]
 fn binaries_report_matching_summaries_through_relay() {
-    let mut pool = Command::new(env!("CARGO_BIN_EXE_pool-sim"))
+    let mut pool = runner::command(env!("CARGO_BIN_EXE_pool-sim"))
         .args(["--listen", "127.0.0.1:0", "--notify-interval-ms", "50"])
         .args(["--reject-ratio", "0.5", "--reject-codes", "21,23"])
         .stdout(Stdio::piped())
@@ -208,7 +210,7 @@ fn binaries_report_matching_summaries_through_relay() {
     let rt = Runtime::new(1);
     let observer = TestObserver::new(false);
     let relay = start_relay(&rt, addr, Limits::default(), observer.clone());
-    let miners = Command::new(env!("CARGO_BIN_EXE_miner-sim"))
+    let miners = runner::command(env!("CARGO_BIN_EXE_miner-sim"))
         .args(["--pool", &relay.addr.to_string(), "--miners", "3"])
         .args(["--rate", "0", "--submits", "40", "--pipeline", "2"])
         .args(["--accounts", "alice,bob"])
@@ -219,11 +221,7 @@ fn binaries_report_matching_summaries_through_relay() {
     rt.block_on(observer.closed(3));
 
     // SIGTERM ends pool-sim, which then prints its counters.
-    let status = Command::new("kill")
-        .args(["-TERM", &pool.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    runner::signal(&pool, Signal::TERM);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     assert!(pool.wait().unwrap().success());

@@ -3,11 +3,13 @@
 //! exit codes.
 
 mod daemon;
+mod runner;
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use daemon::{Proxy, SimRuntime, WAIT, http, temp_path};
+use rustix::process::Signal;
 use serde_json::Value;
 use stratum_proxy::sim::RejectCode;
 use stratum_proxy::sim::miner::{FleetReport, MinerConfig, MinerSim};
@@ -336,7 +338,7 @@ fn sigterm_lets_open_relays_finish_then_exits_zero() {
     config.rate_per_second = 20.0;
     let sim = MinerSim::start(&rt.executor, config);
     wait_connected(&sim, 3);
-    proxy.signal("TERM");
+    proxy.signal(Signal::TERM);
     expect_notify(&notify, "STOPPING=1");
     proxy.wait_for_log("SIGTERM: not accepting miners");
     // The listener is closed: a new miner is not accepted.
@@ -368,7 +370,7 @@ fn grace_period_expiry_closes_remaining_relays_and_exits_zero() {
     config.rate_per_second = 5.0;
     let sim = MinerSim::start(&rt.executor, config);
     wait_connected(&sim, 3);
-    proxy.signal("INT");
+    proxy.signal(Signal::INT);
     assert_eq!(proxy.wait_exit(), Some(0), "{}", proxy.log_text());
     let log = proxy.log_text();
     assert!(

@@ -6,10 +6,12 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, ChildStderr, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
 
 /// Longest a test waits for any one condition.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -27,7 +29,7 @@ impl Proxy {
     /// Starts the proxy with `args` (plus port-0 listeners) and `env`, and
     /// waits until its log names both bound addresses.
     pub fn start(pool: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Proxy {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stratum-proxy"));
+        let mut command = crate::runner::command(env!("CARGO_BIN_EXE_stratum-proxy"));
         command
             .args(["--pool", &pool.to_string()])
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
@@ -120,13 +122,9 @@ impl Proxy {
         }
     }
 
-    /// Sends a signal by name (`TERM`, `INT`) with kill(1).
-    pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+    /// Sends `signal` (`Signal::TERM`, `Signal::INT`) to the proxy.
+    pub fn signal(&self, signal: Signal) {
+        crate::runner::signal(&self.child, signal);
     }
 
     /// Waits for the process to exit (bounded); returns its exit code.
