@@ -429,3 +429,60 @@ fn silent_http_clients_neither_grow_threads_nor_stall_the_relay() {
     );
     drop(silent);
 }
+
+#[test]
+fn repeated_pool_flags_fail_over_to_the_backup_and_report_the_pools() {
+    let rt = SimRuntime::new();
+    let backup = pool(&rt, PoolConfig::default());
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // `--pool` given twice: the primary (dead), then the backup.
+    let proxy = Proxy::start(
+        dead,
+        &[
+            "--pool",
+            &backup.local_addr().to_string(),
+            "--pool-check-interval-seconds",
+            "0.2",
+        ],
+        &[],
+    );
+    let report = run_fleet(&rt, fleet(&proxy, 4, &["frank"], 5));
+    for m in &report.miners {
+        assert_eq!(m.error, None, "{}", m.user);
+        assert_eq!(m.sessions, 1, "{}", m.user);
+    }
+    assert_eq!(report.totals.accepted, 20);
+    let primary = dead.to_string();
+    let backup_label = backup.local_addr().to_string();
+    let m = proxy.scrape_until("the primary down, shares on the backup", |m| {
+        m.sum("stratum_pool_reachable", &[("pool_host", &primary)]) == 0.0
+            && m.sum(
+                "stratum_accepted_shares_total",
+                &[("pool_host", &backup_label)],
+            ) == 20.0
+    });
+    assert_eq!(
+        m.sum("stratum_pool_reachable", &[("pool_host", &backup_label)]),
+        1.0
+    );
+    assert_eq!(
+        m.sum("stratum_accepted_shares_total", &[("pool_host", &primary)]),
+        0.0
+    );
+    let (status, body) = proxy.get("/healthz");
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = proxy.get("/status");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let pools = status["pools"].as_array().expect("pools in /status");
+    assert_eq!(pools.len(), 2);
+    assert_eq!(pools[0]["address"], primary);
+    assert_eq!(pools[0]["state"], "down");
+    assert_eq!(pools[0]["priority"], 0);
+    assert_eq!(pools[1]["address"], backup_label);
+    assert_eq!(pools[1]["state"], "up");
+    assert_eq!(pools[1]["priority"], 1);
+    proxy.wait_for_log("is down: unreachable");
+}

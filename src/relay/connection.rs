@@ -122,7 +122,7 @@ pub(crate) async fn serve<O: Observer>(
     }
     // Observed once, as if just read: a replay to another pool is not.
     let held = relay.pipes[0].unsent.clone();
-    relay.observe(Direction::MinerToPool, &held);
+    relay.observe(Direction::MinerToPool, &held, Instant::now());
     loop {
         match std::future::poll_fn(|cx| relay.poll_relay(cx)).await {
             Ended::Closed(reason) => {
@@ -528,7 +528,7 @@ impl<O: Observer> Relay<'_, '_, O> {
                         self.session.spoke();
                     }
                     self.forward(direction, &buffer[..n])?;
-                    self.observe(direction, &buffer[..n]);
+                    self.observe(direction, &buffer[..n], now);
                 }
                 read.map_err(|e| error_on(src, &e))
             })?;
@@ -638,7 +638,7 @@ impl<O: Observer> Relay<'_, '_, O> {
     }
 
     /// Frames the bytes just forwarded and reports every line.
-    fn observe(&mut self, direction: Direction, bytes: &[u8]) {
+    fn observe(&mut self, direction: Direction, bytes: &[u8], now: Instant) {
         let d = index(direction);
         let conn = &mut *self.conn;
         let mut flow = Flow::default();
@@ -651,7 +651,7 @@ impl<O: Observer> Relay<'_, '_, O> {
             self.handshake_done = true;
         }
         if flow.notified {
-            self.session.saw_notify();
+            self.session.saw_notify(now);
         }
     }
 

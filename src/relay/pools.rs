@@ -16,8 +16,9 @@
 //!   it has sessions but sent no `mining.notify` on any of them for
 //!   [`HealthPolicy::stall_factor`] times its own observed notify interval
 //!   (at least [`HealthPolicy::stall_min`]). A pool's interval is learnt
-//!   from its traffic: the first notify of a new job round (more than
-//!   [`NOTIFY_ROUND_GAP`] after the previous one) gives one gap, smoothed.
+//!   from its traffic: each session's gap between two notifies (gaps under
+//!   [`NOTIFY_ROUND_GAP`] are one job round sent twice), smoothed over all
+//!   of the pool's sessions.
 //! - **up** again only after [`HealthPolicy::rise`] consecutive good probes,
 //!   one every [`HealthPolicy::check_interval`]: a stable period.
 //!
@@ -58,9 +59,9 @@ use super::upstream::PoolAddr;
 /// Index of a pool in the configured list.
 pub type PoolId = usize;
 
-/// Two notifies on one pool less than this apart belong to one job round
-/// (the same broadcast reaching several sessions).
-pub const NOTIFY_ROUND_GAP: Duration = Duration::from_millis(500);
+/// Two notifies on one session less than this apart belong to one job
+/// round (a pool that sends a job and at once an update of it).
+pub const NOTIFY_ROUND_GAP: Duration = Duration::from_millis(50);
 
 /// Longest answer line a subscribe probe reads, in bytes.
 const PROBE_LINE_BYTES: usize = 16 * 1024;
@@ -438,16 +439,20 @@ impl Pools {
         }
     }
 
-    /// A session of `pool` received a `mining.notify` now.
-    pub fn saw_notify(&self, pool: PoolId) {
+    /// A session of `pool` received a `mining.notify` at `now_ms`, `gap_ms`
+    /// after its previous one (0 for its first).
+    fn saw_notify(&self, pool: PoolId, now_ms: u64, gap_ms: u64) {
         let p = &self.pools[pool];
-        let now = self.now_ms();
-        let previous = p.last_notify_ms.swap(now, Ordering::Relaxed);
-        let gap = now.saturating_sub(previous);
-        if previous != 0 && gap > NOTIFY_ROUND_GAP.as_millis() as u64 {
-            // A new job round: smooth its gap in (1/4 weight).
+        p.last_notify_ms.store(now_ms, Ordering::Relaxed);
+        if gap_ms >= NOTIFY_ROUND_GAP.as_millis() as u64 {
+            // Smoothed in with 1/4 weight (racing sessions may each lose an
+            // update: every one carries about the same gap).
             let old = p.notify_interval_ms.load(Ordering::Relaxed);
-            let new = if old == 0 { gap } else { (old * 3 + gap) / 4 };
+            let new = if old == 0 {
+                gap_ms
+            } else {
+                (old * 3 + gap_ms) / 4
+            };
             p.notify_interval_ms.store(new, Ordering::Relaxed);
         }
     }
@@ -509,6 +514,7 @@ impl Pools {
             pool,
             slot,
             waker_set: false,
+            last_notify_ms: 0,
         }
     }
 
@@ -576,6 +582,8 @@ pub struct Session {
     pool: PoolId,
     slot: usize,
     waker_set: bool,
+    /// This session's last notify, in ms since [`Pools`] started (0 = none).
+    last_notify_ms: u64,
 }
 
 impl Session {
@@ -600,9 +608,20 @@ impl Session {
         self.pools.dial_succeeded(self.pool);
     }
 
-    /// The pool sent this session a `mining.notify`.
-    pub fn saw_notify(&self) {
-        self.pools.saw_notify(self.pool);
+    /// The pool sent this session a `mining.notify` (read at `now`).
+    pub fn saw_notify(&mut self, now: Instant) {
+        // +1 so that 0 can mean "none yet".
+        let now_ms = now
+            .saturating_duration_since(self.pools.started)
+            .as_millis() as u64
+            + 1;
+        let gap = if self.last_notify_ms == 0 {
+            0
+        } else {
+            now_ms.saturating_sub(self.last_notify_ms)
+        };
+        self.last_notify_ms = now_ms;
+        self.pools.saw_notify(self.pool, now_ms, gap);
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -219,6 +219,8 @@ struct Shared {
     submit_seq: AtomicU64,
     reject_seq: AtomicU64,
     records: Sender<ConnectionRecord>,
+    /// A hung pool: accepts and reads, answers and notifies nothing.
+    silent: AtomicBool,
 }
 
 /// A running simulated pool. Dropping it stops accepting and the job timer;
@@ -252,6 +254,7 @@ impl PoolSim {
             submit_seq: AtomicU64::new(0),
             reject_seq: AtomicU64::new(0),
             records: records_tx,
+            silent: AtomicBool::new(false),
         });
         let accept = executor.spawn(accept_loop(listener, shared.clone(), executor.clone()));
         let jobs = notify_interval.filter(|d| !d.is_zero()).map(|interval| {
@@ -305,6 +308,19 @@ impl PoolSim {
             .count()
     }
 
+    /// Hangs (`true`): connections stay open and are read, but nothing is
+    /// answered or notified any more, as a pool whose backend froze; or
+    /// recovers (`false`).
+    pub fn set_silent(&self, silent: bool) {
+        self.shared.silent.store(silent, Ordering::Relaxed);
+    }
+
+    /// Dies: closes every connection and stops accepting (new connections
+    /// are refused), as a killed pool process would.
+    pub fn kill(self) {
+        self.disconnect_all();
+    }
+
     /// Receives one [`ConnectionRecord`] per closed connection, in close order.
     pub fn records(&self) -> Receiver<ConnectionRecord> {
         self.records.clone()
@@ -314,6 +330,9 @@ impl PoolSim {
 impl Shared {
     /// Queues set_difficulty and a new job to every authorized connection.
     fn broadcast(&self, clean_jobs: bool) -> usize {
+        if self.silent.load(Ordering::Relaxed) {
+            return 0;
+        }
         let job = self.job.fetch_add(1, Ordering::Relaxed) + 1;
         let difficulty: Arc<[u8]> = set_difficulty_line(self.config.difficulty).into();
         let notify: Arc<[u8]> = notify_line(job, clean_jobs).into();
@@ -594,6 +613,9 @@ impl PoolConnection<'_> {
     }
 
     fn queue(&self, send_at: Instant, bytes: Vec<u8>, sent: Sent) {
+        if self.shared.silent.load(Ordering::Relaxed) {
+            return;
+        }
         let _ = self.tx.try_send(Outgoing {
             send_at,
             bytes: bytes.into(),
@@ -691,6 +713,7 @@ mod tests {
             submit_seq: AtomicU64::new(0),
             reject_seq: AtomicU64::new(0),
             records: tx,
+            silent: AtomicBool::new(false),
         };
         let verdicts: Vec<_> = (0..8).map(|_| shared.judge_submit()).collect();
         assert_eq!(verdicts.iter().filter(|v| v.is_some()).count(), 2);

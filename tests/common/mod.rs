@@ -14,7 +14,7 @@ use smol::channel::{Receiver, Sender};
 use smol::{Executor, Timer};
 use stratum_proxy::relay::{
     CloseReason, ConnectionInfo, Direction, Event, Limits, Observer, PoolAddr, Pools, RefuseReason,
-    Server, ServerHandle,
+    Server, ServerHandle, UpstreamFailure,
 };
 use stratum_proxy::sim::RejectCounts;
 use stratum_proxy::stratum::{Message, Outcome, ParseFailure};
@@ -182,6 +182,10 @@ pub struct Counts {
     pub refused: Vec<RefuseReason>,
     pub upstream_connected: u64,
     pub upstream_failed: u64,
+    /// Upstream failures that were a pool closing before its first byte.
+    pub reset_failures: u64,
+    /// Miners closed by the proxy because their pool went down.
+    pub pool_down_closes: u64,
     /// Requests by (direction index, method name as sent).
     pub requests: HashMap<(usize, String), u64>,
     /// Notifications by (direction index, method name as sent).
@@ -312,7 +316,10 @@ impl Observer for TestObserver {
         let mut seen = None;
         match event {
             Event::UpstreamConnected { .. } => counts.upstream_connected += 1,
-            Event::UpstreamFailed { .. } => counts.upstream_failed += 1,
+            Event::UpstreamFailed { failure, .. } => {
+                counts.upstream_failed += 1;
+                counts.reset_failures += u64::from(failure == UpstreamFailure::Reset);
+            }
             Event::Relayed { direction, bytes } => {
                 counts.bytes[dir(direction)] += bytes as u64;
                 conn.relayed[dir(direction)] += bytes as u64;
@@ -360,6 +367,7 @@ impl Observer for TestObserver {
                 ..
             } => {
                 counts.closed += 1;
+                counts.pool_down_closes += u64::from(reason == CloseReason::PoolDown);
                 drop(counts);
                 let _ = self.closed_tx.try_send(Closed {
                     id: conn.id,

@@ -1,0 +1,303 @@
+//! Several pools over loopback with the simulators: a primary that is down
+//! from the start, killed mid-run, hung (stalled), or that closes before
+//! answering; every miner must end up submitting on the backup, and every
+//! session must be byte-exact with the pool it was relayed to.
+//!
+//! Waits are for conditions (bounded by `within`), never fixed sleeps.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Runtime, TestObserver, start_relay_to, unused_port, within};
+use smol::Timer;
+use stratum_proxy::relay::pools::{DownReason, ProbeKind};
+use stratum_proxy::relay::{
+    CloseReason, HealthPolicy, Limits, PoolAddr, PoolHealth, PoolSpec, Pools,
+};
+use stratum_proxy::sim::miner::{FleetReport, MinerConfig, MinerSim};
+use stratum_proxy::sim::pool::{ConnectionRecord, PoolConfig, PoolSim};
+
+/// Health checks fast enough for a test.
+fn fast_policy() -> HealthPolicy {
+    HealthPolicy {
+        fall: 2,
+        rise: 2,
+        check_interval: Duration::from_millis(100),
+        probe: ProbeKind::Subscribe,
+        probe_timeout: Duration::from_secs(1),
+        stall_factor: 3.0,
+        stall_min: Duration::from_millis(500),
+        failover_wait: Duration::from_millis(300),
+    }
+}
+
+fn spec(name: &str, addr: std::net::SocketAddr, priority: u32) -> PoolSpec {
+    PoolSpec {
+        name: name.into(),
+        addr: PoolAddr::from(addr),
+        priority,
+        weight: 1,
+    }
+}
+
+fn pool_sim(rt: &Runtime, notify_interval: Duration) -> PoolSim {
+    PoolSim::start(
+        &rt.executor,
+        "127.0.0.1:0".parse().unwrap(),
+        PoolConfig {
+            notify_interval: Some(notify_interval),
+            ..PoolConfig::default()
+        },
+    )
+    .expect("start pool-sim")
+}
+
+/// Waits until `condition` holds (checked every 10 ms, bounded by `within`).
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    within(what, async {
+        while !condition() {
+            Timer::after(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// The pool's records of connections that authorized (probes do not).
+fn records_by_user(pool: &PoolSim) -> HashMap<String, ConnectionRecord> {
+    let rx = pool.records();
+    let mut out = HashMap::new();
+    while let Ok(record) = rx.try_recv() {
+        if let Some(user) = record.user.clone() {
+            // A later connection of the same miner replaces an earlier one.
+            out.insert(user, record);
+        }
+    }
+    out
+}
+
+/// Every miner's last session equals the pool's record of it, both ways.
+fn assert_byte_exact(report: &FleetReport, records: &HashMap<String, ConnectionRecord>) {
+    for m in &report.miners {
+        let record = records
+            .get(&m.user)
+            .unwrap_or_else(|| panic!("{} has no session on the pool", m.user));
+        assert_eq!(record.received, m.sent, "miner → pool bytes of {}", m.user);
+        assert_eq!(record.sent, m.received, "pool → miner bytes of {}", m.user);
+    }
+}
+
+#[test]
+fn primary_down_from_the_start_every_miner_is_relayed_to_the_backup_unnoticed() {
+    let rt = Runtime::new(2);
+    let backup = pool_sim(&rt, Duration::from_secs(5));
+    let pools = Pools::new(
+        vec![
+            spec("primary", unused_port(), 0),
+            spec("backup", backup.local_addr(), 1),
+        ],
+        fast_policy(),
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
+
+    let mut config = MinerConfig::new(relay.addr, 20);
+    config.rate_per_second = 0.0;
+    config.submits = Some(10);
+    let report = rt.block_on(async {
+        let fleet = MinerSim::start(&rt.executor, config);
+        within("the fleet", fleet.finish()).await
+    });
+    for m in &report.miners {
+        // No miner saw a close or an error, or needed a second connection.
+        assert_eq!(m.error, None, "{}", m.user);
+        assert_eq!(m.sessions, 1, "{}", m.user);
+        assert_eq!(m.accepted, 10, "{}", m.user);
+    }
+    let closed = rt.block_on(observer.closed(20));
+    assert!(
+        closed.iter().all(|c| c.reason == CloseReason::MinerClosed),
+        "{:?}",
+        closed.iter().map(|c| c.reason).collect::<Vec<_>>()
+    );
+    // The primary was tried (and refused) before it was known to be down.
+    assert!(observer.counts().upstream_failed >= 1);
+    rt.block_on(eventually("the primary marked down", || {
+        pools.status()[0].health == PoolHealth::Down(DownReason::Unreachable)
+    }));
+    rt.block_on(eventually("the backup's records", || {
+        backup.stats().closed >= 20
+    }));
+    assert_byte_exact(&report, &records_by_user(&backup));
+}
+
+#[test]
+fn primary_killed_mid_run_every_miner_submits_on_the_backup() {
+    let rt = Runtime::new(2);
+    let primary = pool_sim(&rt, Duration::from_secs(5));
+    let backup = pool_sim(&rt, Duration::from_secs(5));
+    let pools = Pools::new(
+        vec![
+            spec("primary", primary.local_addr(), 0),
+            spec("backup", backup.local_addr(), 1),
+        ],
+        fast_policy(),
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
+
+    let mut config = MinerConfig::new(relay.addr, 20);
+    config.rate_per_second = 20.0;
+    config.reconnect = true;
+    let fleet = MinerSim::start(&rt.executor, config);
+    let stop = fleet.stop_handle();
+    rt.block_on(async {
+        eventually("every miner submitting on the primary", || {
+            pools.status()[0].sessions == 20 && primary.stats().submits >= 40
+        })
+        .await;
+        primary.kill();
+        eventually("every miner relayed to the backup", || {
+            let status = pools.status();
+            status[0].sessions == 0 && status[1].sessions == 20
+        })
+        .await;
+        let on_backup = backup.stats().submits;
+        eventually("every miner submitting on the backup again", || {
+            backup.stats().submits >= on_backup + 40 && backup.stats().authorizes >= 20
+        })
+        .await;
+    });
+    stop.stop();
+    let report = rt.block_on(within("the fleet", fleet.finish()));
+    for m in &report.miners {
+        assert_eq!(m.error, None, "{}", m.user);
+        assert!(m.sessions >= 2, "{} was never moved", m.user);
+    }
+    // Each miner's last session (on the backup, ended by the miner) is
+    // byte-exact with the backup's record of it.
+    rt.block_on(eventually("the backup's records", || {
+        backup.stats().closed >= 20
+    }));
+    assert_byte_exact(&report, &records_by_user(&backup));
+}
+
+#[test]
+fn a_silent_pool_is_detected_as_stalled_and_its_miners_move() {
+    let rt = Runtime::new(2);
+    let primary = pool_sim(&rt, Duration::from_millis(100));
+    let backup = pool_sim(&rt, Duration::from_millis(100));
+    let pools = Pools::new(
+        vec![
+            spec("primary", primary.local_addr(), 0),
+            spec("backup", backup.local_addr(), 1),
+        ],
+        fast_policy(),
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
+
+    let mut config = MinerConfig::new(relay.addr, 10);
+    config.rate_per_second = 20.0;
+    config.reconnect = true;
+    let fleet = MinerSim::start(&rt.executor, config);
+    let stop = fleet.stop_handle();
+    rt.block_on(async {
+        eventually("miners on the primary, its notify interval learnt", || {
+            let status = pools.status();
+            status[0].sessions == 10 && status[0].notify_interval.is_some()
+        })
+        .await;
+        // The pool hangs: connections stay open, nothing comes back.
+        primary.set_silent(true);
+        eventually("the primary detected as stalled", || {
+            pools.status()[0].health == PoolHealth::Down(DownReason::Stalled)
+        })
+        .await;
+        eventually("every miner relayed to the backup", || {
+            let status = pools.status();
+            status[0].sessions == 0 && status[1].sessions == 10
+        })
+        .await;
+        let on_backup = backup.stats().submits;
+        eventually("every miner submitting on the backup", || {
+            backup.stats().submits >= on_backup + 20 && backup.stats().authorizes >= 10
+        })
+        .await;
+    });
+    // The proxy closed them (their pool was down), not the miners.
+    let counts = observer.counts();
+    assert!(counts.pool_down_closes >= 10, "{counts:?}");
+    // A hung pool answers no probe: it stays down.
+    assert_eq!(
+        pools.status()[0].health,
+        PoolHealth::Down(DownReason::Stalled)
+    );
+    stop.stop();
+    let report = rt.block_on(within("the fleet", fleet.finish()));
+    for m in &report.miners {
+        assert_eq!(m.error, None, "{}", m.user);
+        assert!(m.sessions >= 2, "{} was never moved", m.user);
+    }
+    rt.block_on(eventually("the backup's records", || {
+        backup.stats().closed >= 10
+    }));
+    assert_byte_exact(&report, &records_by_user(&backup));
+}
+
+#[test]
+fn a_pool_that_closes_before_answering_is_replaced_for_the_same_miner() {
+    let rt = Runtime::new(2);
+    // Accepts, then closes every connection at once (a proxy with no backend).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closing = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(100) {
+            drop(stream);
+        }
+    });
+    let backup = pool_sim(&rt, Duration::from_secs(5));
+    let pools = Pools::new(
+        vec![
+            spec("closing", closing, 0),
+            spec("backup", backup.local_addr(), 1),
+        ],
+        HealthPolicy {
+            // Keep the closing pool "up": every miner is dialled to it first.
+            fall: 100,
+            probe: ProbeKind::Off,
+            ..fast_policy()
+        },
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
+    let mut config = MinerConfig::new(relay.addr, 5);
+    config.rate_per_second = 0.0;
+    config.submits = Some(5);
+    let report = rt.block_on(async {
+        let fleet = MinerSim::start(&rt.executor, config);
+        within("the fleet", fleet.finish()).await
+    });
+    for m in &report.miners {
+        assert_eq!(m.error, None, "{}", m.user);
+        assert_eq!(m.sessions, 1, "{}", m.user);
+        assert_eq!(m.accepted, 5, "{}", m.user);
+    }
+    let counts = observer.counts();
+    // Each miner: connected to the closing pool, then to the backup.
+    assert_eq!(counts.upstream_connected, 10, "{counts:?}");
+    assert_eq!(counts.upstream_failed, 5, "{counts:?}");
+    assert_eq!(counts.reset_failures, 5, "{counts:?}");
+    rt.block_on(eventually("the backup's records", || {
+        backup.stats().closed >= 5
+    }));
+    assert_byte_exact(&report, &records_by_user(&backup));
+    // Only the backup ever spoke to a miner: the closing pool stays "up"
+    // here (fall 100) and is still first in the dial order.
+    assert_eq!(pools.dial_order()[0], 0);
+}
