@@ -274,6 +274,27 @@ fn precedence_rows() -> Vec<Row> {
             ("--failover-wait-seconds", "0.25"),
             [json!(2.0), json!(0.0), json!(1.0), json!(0.25)],
         ),
+        row(
+            "failback_after_seconds",
+            json!(0),
+            ("FAILBACK_AFTER_SECONDS", "300"),
+            ("--failback-after-seconds", "60"),
+            [json!(120.0), json!(0.0), json!(300.0), json!(60.0)],
+        ),
+        row(
+            "move_rate_per_second",
+            json!(1),
+            ("MOVE_RATE_PER_SECOND", "0.5"),
+            ("--move-rate-per-second", "100"),
+            [json!(10.0), json!(1.0), json!(0.5), json!(100.0)],
+        ),
+        row(
+            "reconnect_message",
+            json!(true),
+            ("RECONNECT_MESSAGE", "off"),
+            ("--reconnect-message", "yes"),
+            [json!(false), json!(true), json!(false), json!(true)],
+        ),
     ]
 }
 
@@ -432,7 +453,7 @@ fn errors_from_every_layer_are_collected() {
                  shutdown_grace_seconds, request_timeout_seconds, health_interval_seconds, \
                  client_id, client_id_cap, threads, http_threads, pool_check_interval_seconds, \
                  pool_fall, pool_rise, pool_probe, pool_stall_factor, failover_wait_seconds, \
-                 metrics_token"
+                 failback_after_seconds, move_rate_per_second, reconnect_message, metrics_token"
             ),
             "invalid listen from environment variable LISTEN_HOST: \"gateway.local\"; \
              allowed: an IPv4 or IPv6 address, e.g. 0.0.0.0 or ::"
@@ -646,6 +667,9 @@ fn binary_check_config_prints_the_masked_effective_config() {
             "pool_probe": "subscribe",
             "pool_stall_factor": 3.0,
             "failover_wait_seconds": 2.0,
+            "failback_after_seconds": 120.0,
+            "move_rate_per_second": 10.0,
+            "reconnect_message": false,
             "metrics_token": "********",
         })
     );

@@ -30,6 +30,9 @@ fn fast_policy() -> HealthPolicy {
         stall_factor: 3.0,
         stall_min: Duration::from_millis(500),
         failover_wait: Duration::from_millis(300),
+        failback_after: None,
+        move_rate_per_second: 5.0,
+        reconnect_message: false,
     }
 }
 
@@ -300,4 +303,146 @@ fn a_pool_that_closes_before_answering_is_replaced_for_the_same_miner() {
     // Only the backup ever spoke to a miner: the closing pool stays "up"
     // here (fall 100) and is still first in the dial order.
     assert_eq!(pools.dial_order()[0], 0);
+}
+
+#[test]
+fn failback_waits_for_a_stable_primary_then_moves_miners_at_the_bounded_rate() {
+    const MINERS: usize = 20;
+    const RATE: f64 = 5.0;
+    const FAILBACK_AFTER: Duration = Duration::from_secs(1);
+    let rt = Runtime::new(2);
+    let primary = pool_sim(&rt, Duration::from_millis(100));
+    let backup = pool_sim(&rt, Duration::from_millis(100));
+    let pools = Pools::new(
+        vec![
+            spec("primary", primary.local_addr(), 0),
+            spec("backup", backup.local_addr(), 1),
+        ],
+        HealthPolicy {
+            failback_after: Some(FAILBACK_AFTER),
+            move_rate_per_second: RATE,
+            ..fast_policy()
+        },
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
+    let mut config = MinerConfig::new(relay.addr, MINERS);
+    config.rate_per_second = 10.0;
+    config.reconnect = true;
+    let fleet = MinerSim::start(&rt.executor, config);
+    let stop = fleet.stop_handle();
+    let up_seen = rt.block_on(async {
+        eventually("miners on the primary", || {
+            let status = pools.status();
+            status[0].sessions == MINERS && status[0].notify_interval.is_some()
+        })
+        .await;
+        primary.set_silent(true);
+        eventually("every miner on the backup", || {
+            pools.status()[1].sessions == MINERS
+        })
+        .await;
+        // The primary recovers: probes bring it up, failback waits, then moves.
+        primary.set_silent(false);
+        eventually("the primary up again", || {
+            pools.status()[0].health == PoolHealth::Up
+        })
+        .await;
+        let up_seen = std::time::Instant::now();
+        eventually("every miner back on the primary", || {
+            let status = pools.status();
+            status[0].sessions == MINERS && status[1].sessions == 0
+        })
+        .await;
+        up_seen
+    });
+    let moved = observer.counts().moved_at;
+    assert_eq!(moved.len(), MINERS, "each miner moved back once");
+    // Not before the primary was stable for the failback time (the pool
+    // turned up at most one 10 ms poll before we saw it).
+    assert!(
+        moved[0] + Duration::from_millis(20) >= up_seen + FAILBACK_AFTER,
+        "moved {:?} after the primary came up",
+        moved[0].saturating_duration_since(up_seen)
+    );
+    // Never more than the rate allows: one second's burst plus the rate over
+    // any span (a slower machine only moves fewer).
+    for (i, first) in moved.iter().enumerate() {
+        for (j, last) in moved.iter().enumerate().skip(i) {
+            let span = last.duration_since(*first).as_secs_f64();
+            let allowed = (RATE * (span + 0.1) + RATE).ceil() as usize;
+            let moves = j - i + 1;
+            assert!(
+                moves <= allowed,
+                "{moves} moves within {span:.2}s (rate {RATE}/s)"
+            );
+        }
+    }
+    stop.stop();
+    let report = rt.block_on(within("the fleet", fleet.finish()));
+    for m in &report.miners {
+        assert_eq!(m.error, None, "{}", m.user);
+    }
+}
+
+#[test]
+fn with_reconnect_message_a_move_is_one_client_reconnect_line_the_miner_obeys() {
+    const MINERS: usize = 6;
+    let rt = Runtime::new(2);
+    let primary = pool_sim(&rt, Duration::from_millis(100));
+    let backup = pool_sim(&rt, Duration::from_millis(100));
+    let pools = Pools::new(
+        vec![
+            spec("primary", primary.local_addr(), 0),
+            spec("backup", backup.local_addr(), 1),
+        ],
+        HealthPolicy {
+            failback_after: Some(Duration::from_millis(200)),
+            move_rate_per_second: 20.0,
+            reconnect_message: true,
+            // Long enough that only the miner's own leaving ends its session.
+            failover_wait: Duration::from_secs(10),
+            ..fast_policy()
+        },
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
+    let mut config = MinerConfig::new(relay.addr, MINERS);
+    config.rate_per_second = 10.0;
+    config.reconnect = true;
+    let fleet = MinerSim::start(&rt.executor, config);
+    let stop = fleet.stop_handle();
+    rt.block_on(async {
+        eventually("miners on the primary", || {
+            let status = pools.status();
+            status[0].sessions == MINERS && status[0].notify_interval.is_some()
+        })
+        .await;
+        // Hung: detected as stalled; its miners are closed (a down pool's
+        // miners are always closed, never sent a line).
+        primary.set_silent(true);
+        eventually("every miner on the backup", || {
+            pools.status()[1].sessions == MINERS
+        })
+        .await;
+        assert_eq!(observer.counts().reconnects_sent, 0);
+        primary.set_silent(false);
+        eventually("every miner back on the primary", || {
+            let status = pools.status();
+            status[0].sessions == MINERS && status[1].sessions == 0
+        })
+        .await;
+    });
+    let counts = observer.counts();
+    // One line per moved miner, and each left by itself (no Moved close).
+    assert_eq!(counts.reconnects_sent, MINERS as u64, "{counts:?}");
+    assert!(counts.moved_at.is_empty(), "{counts:?}");
+    stop.stop();
+    let report = rt.block_on(within("the fleet", fleet.finish()));
+    for m in &report.miners {
+        assert_eq!(m.error, None, "{}", m.user);
+        assert_eq!(m.reconnects_honoured, 1, "{}", m.user);
+    }
 }

@@ -143,6 +143,20 @@ macro_rules! config_keys {
                 Seconds { zero_allowed: true },
                 env ["FAILOVER_WAIT_SECONDS"],
                 flag "S" [Option<String>] "when a pool goes down, wait this long at most for a miner's unanswered requests before closing it (default 2)";
+            /// Time a better pool must have been up before miners move back to it (0: never).
+            failback_after_seconds => failback_after: Duration = Some(DEFAULT_FAILBACK_AFTER),
+                Seconds { zero_allowed: true },
+                env ["FAILBACK_AFTER_SECONDS"],
+                flag "S" [Option<String>] "move miners back to a better pool once it has been up this long; 0 = never (default 120)";
+            /// Most miners moved per second (failback).
+            move_rate_per_second => move_rate_per_second: f64 = Some(DEFAULT_MOVE_RATE_PER_SECOND),
+                Rate { max: 100000.0 },
+                env ["MOVE_RATE_PER_SECOND"],
+                flag "R" [Option<String>] "most miners moved to another pool per second (default 10)";
+            /// Move miners with a `client.reconnect` line instead of closing them.
+            reconnect_message => reconnect_message: bool = Some(false), Switch,
+                env ["RECONNECT_MESSAGE"],
+                flag "BOOL" [Option<String>] "move a miner by sending it one client.reconnect line instead of closing it (default false)";
             /// Bearer token required by `/metrics` and `/status`, if any.
             metrics_token => metrics_token: Option<Secret> = Some(None), Token,
                 env ["METRICS_TOKEN"],

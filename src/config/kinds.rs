@@ -676,6 +676,34 @@ impl Kind for PoolList {
     }
 }
 
+/// On or off: JSON `true`/`false`, or text `true`, `false`, `on`, `off`,
+/// `yes`, `no`, `1`, `0`.
+pub(crate) struct Switch;
+
+impl Kind for Switch {
+    type Value = bool;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<bool> {
+        match raw {
+            Raw::Json(Value::Bool(b)) => Ok(*b),
+            Raw::Json(other) => Err(Some(format!(
+                "a JSON boolean is needed, not {}",
+                json_kind(other)
+            ))),
+            Raw::Text(text) => match text.to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" | "1" => Ok(true),
+                "false" | "off" | "no" | "0" => Ok(false),
+                _ => Err(None),
+            },
+        }
+    }
+    fn allowed(&self) -> String {
+        "true or false (also on/off, yes/no, 1/0 in the environment and flags)".to_string()
+    }
+    fn json(&self, value: &bool) -> Value {
+        Value::Bool(*value)
+    }
+}
+
 /// How a pool is probed: `tcp` or `subscribe`.
 pub(crate) fn probe_str(kind: &ProbeKind) -> &'static str {
     kind.as_str()

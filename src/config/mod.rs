@@ -55,14 +55,15 @@ use serde_json::Value;
 pub use error::{ConfigError, Layer};
 pub use file::MAX_CONFIG_FILE_BYTES;
 pub(crate) use keys::config_keys;
-use kinds::{Choice, Count, Kind, Listen, Pool, PoolList, Rate, Raw, Seconds, Token};
+use kinds::{Choice, Count, Kind, Listen, Pool, PoolList, Rate, Raw, Seconds, Switch, Token};
 
 use crate::logging::LogFormat;
 // The relay's limits are defined once, with the relay's public API.
 use crate::relay::limits;
 use crate::relay::pools::{
-    DEFAULT_CHECK_INTERVAL, DEFAULT_FAILOVER_WAIT, DEFAULT_FALL, DEFAULT_RISE,
-    DEFAULT_STALL_FACTOR, HealthPolicy, PoolSpec, ProbeKind,
+    DEFAULT_CHECK_INTERVAL, DEFAULT_FAILBACK_AFTER, DEFAULT_FAILOVER_WAIT, DEFAULT_FALL,
+    DEFAULT_MOVE_RATE_PER_SECOND, DEFAULT_RISE, DEFAULT_STALL_FACTOR, HealthPolicy, PoolSpec,
+    ProbeKind,
 };
 use crate::relay::upstream::PoolAddr;
 
@@ -393,6 +394,9 @@ impl Config {
             probe_timeout: self.connect_timeout,
             stall_factor: self.pool_stall_factor,
             failover_wait: self.failover_wait,
+            failback_after: (!self.failback_after.is_zero()).then_some(self.failback_after),
+            move_rate_per_second: self.move_rate_per_second,
+            reconnect_message: self.reconnect_message,
             ..HealthPolicy::default()
         }
     }

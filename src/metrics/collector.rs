@@ -195,6 +195,10 @@ struct PoolMetrics {
     failovers: Counter,
     /// Requests in flight lost when a miner was moved off a down pool.
     failover_lost: Counter,
+    /// Miners moved to a better pool (failback).
+    moves: Counter,
+    /// `client.reconnect` lines the proxy wrote itself.
+    reconnects_sent: Counter,
 }
 
 /// Per-client handles and the totals `/status` shows.
@@ -360,6 +364,8 @@ impl Collector {
                     probed: AtomicBool::new(false),
                     failovers: r.counter(FAILOVERS_TOTAL, &p),
                     failover_lost: r.counter(FAILOVER_LOST_REQUESTS_TOTAL, &p),
+                    moves: r.counter(MOVES_TOTAL, &p),
+                    reconnects_sent: r.counter(RECONNECTS_SENT_TOTAL, &p),
                 }
             })
             .collect();
@@ -695,6 +701,9 @@ impl Collector {
             _ => {}
         }
         let left = conn.pending.len();
+        if reason == CloseReason::Moved {
+            self.pools[conn.pool].moves.increment(1);
+        }
         if reason == CloseReason::PoolDown {
             let pool = &self.pools[conn.pool];
             pool.failovers.increment(1);
@@ -827,6 +836,7 @@ impl Observer for Collector {
 
     fn event(&self, conn: &mut ConnectionMeter, event: Event<'_>) {
         match event {
+            Event::ReconnectSent { .. } => self.pools[conn.pool].reconnects_sent.increment(1),
             Event::Relayed { direction, bytes } => match direction {
                 Direction::MinerToPool => {
                     self.pools[conn.pool].bytes_sent.increment(bytes as u64);

@@ -52,6 +52,11 @@ pub const FAILOVERS_TOTAL: &str = "stratum_failovers_total";
 /// Counter `{pool_host}`: requests (shares among them) still unanswered when
 /// a miner was closed because its pool went down: lost.
 pub const FAILOVER_LOST_REQUESTS_TOTAL: &str = "stratum_failover_lost_requests_total";
+/// Counter `{pool_host}`: miners moved off this pool to a better one (failback).
+pub const MOVES_TOTAL: &str = "stratum_moves_total";
+/// Counter `{pool_host}`: `client.reconnect` lines the proxy wrote itself
+/// (the `reconnect_message` option): the only bytes it ever adds.
+pub const RECONNECTS_SENT_TOTAL: &str = "stratum_reconnects_sent_total";
 
 /// Buckets for the upstream connect latency: LAN pools answer in well under
 /// a millisecond, remote ones in tens of ms; the top is the connect timeout.
@@ -196,6 +201,16 @@ pub const METRICS: &[MetricDef] = &[
         FAILOVER_LOST_REQUESTS_TOTAL,
         MetricKind::Counter,
         "Requests (shares among them) still unanswered when a miner was moved off a down pool.",
+    ),
+    def(
+        MOVES_TOTAL,
+        MetricKind::Counter,
+        "Miners moved off this pool to a better one that came back (failback), at the bounded move rate.",
+    ),
+    def(
+        RECONNECTS_SENT_TOTAL,
+        MetricKind::Counter,
+        "client.reconnect lines the proxy wrote itself to move a miner (reconnect_message option): the only bytes it adds.",
     ),
     def(
         BUILD_INFO,

@@ -28,7 +28,7 @@ use super::event::{
     CloseReason, ConnectionInfo, Direction, Event, Observer, Side, UpstreamFailure,
 };
 use super::limits::Limits;
-use super::pools::{PoolId, Pools, Session};
+use super::pools::{Leave, PoolId, Pools, Session};
 use super::upstream::PoolAddr;
 use crate::reactor::Registered;
 use crate::stratum::{Frame, Kind, LineFramer, Message, Method, ParseFailure};
@@ -43,6 +43,10 @@ thread_local! {
     /// The one read buffer of this executor thread, shared by all its connections.
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice());
 }
+
+/// The line sent to move a miner when `reconnect_message` is on: no host,
+/// so firmware reconnects to the proxy itself (cgminer's `parse_reconnect`).
+pub const RECONNECT_LINE: &[u8] = b"{\"id\":null,\"method\":\"client.reconnect\",\"params\":[]}\n";
 
 /// Most bytes held from a miner before its pool is dialled; also the most
 /// kept to replay to the next pool when one closes before answering.
@@ -97,6 +101,7 @@ pub(crate) async fn serve<O: Observer>(
         deadline: Deadline::new(),
         limits,
         failover_wait: pools.policy().failover_wait,
+        reconnect_message: pools.policy().reconnect_message,
         last_miner_read: Instant::now(),
         handshake_done: false,
         half_closed_at: None,
@@ -105,6 +110,8 @@ pub(crate) async fn serve<O: Observer>(
         pools_left: tried < order.len(),
         pool_spoke: false,
         in_flight: 0,
+        leaving: None,
+        reconnect_sent: false,
         evict_by: None,
         session,
         conn: &mut conn,
@@ -431,6 +438,8 @@ struct Relay<'c, 'o, O: Observer> {
     deadline: Deadline,
     limits: &'c Limits,
     failover_wait: Duration,
+    /// Move miners with a `client.reconnect` line instead of a close.
+    reconnect_message: bool,
     last_miner_read: Instant,
     handshake_done: bool,
     half_closed_at: Option<Instant>,
@@ -444,7 +453,11 @@ struct Relay<'c, 'o, O: Observer> {
     pool_spoke: bool,
     /// Requests of the miner not answered yet (by count, not by id).
     in_flight: u32,
-    /// The pool went down: close between two lines, by this time at the latest.
+    /// Why the session is leaving its pool, once it is.
+    leaving: Option<Leave>,
+    /// The `client.reconnect` line was sent.
+    reconnect_sent: bool,
+    /// Leaving: close between two lines, by this time at the latest.
     evict_by: Option<Instant>,
     session: Session,
     conn: &'c mut ObservedConnection<'o, O>,
@@ -677,7 +690,7 @@ impl<O: Observer> Relay<'_, '_, O> {
             earlier((at + HALF_CLOSE_TIMEOUT, CloseReason::HalfCloseTimeout));
         }
         if let Some(at) = self.evict_by {
-            earlier((at, CloseReason::PoolDown));
+            earlier((at, self.leave_reason()));
         }
         next
     }
@@ -689,6 +702,29 @@ impl<O: Observer> Relay<'_, '_, O> {
             return Poll::Ready(reason);
         }
         self.deadline.wake_at(deadline, cx.waker());
+        Poll::Pending
+    }
+
+    /// The close reason while leaving.
+    fn leave_reason(&self) -> CloseReason {
+        match self.leaving {
+            Some(Leave::Move) => CloseReason::Moved,
+            _ => CloseReason::PoolDown,
+        }
+    }
+
+    /// Writes one `client.reconnect` line to the miner, between two whole
+    /// lines: the only bytes the proxy ever adds (off by default, counted).
+    fn send_reconnect(&mut self) -> Poll<Ended> {
+        let line = RECONNECT_LINE;
+        let written = match self.sockets[0].get_ref().write(line) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Poll::Ready(Ended::Closed(CloseReason::MinerError(e.kind()))),
+        };
+        // What the socket did not take goes out with the next relayed bytes.
+        self.pipes[1].unsent.extend_from_slice(&line[written..]);
+        self.conn.emit(Event::ReconnectSent { bytes: line.len() });
         Poll::Pending
     }
 
@@ -710,16 +746,31 @@ impl<O: Observer> Relay<'_, '_, O> {
                 self.first_eof.unwrap_or(CloseReason::MinerClosed),
             ));
         }
-        if self.evict_by.is_none() && self.session.evicted(cx) {
+        if self.leaving.is_none()
+            && let Some(leave) = self.session.evicted(cx)
+        {
+            self.leaving = Some(leave);
             self.evict_by = Some(now + self.failover_wait);
         }
-        // Evicted: close between two lines, once every request is answered.
-        if self.evict_by.is_some()
-            && self.in_flight == 0
+        // Leaving: between two lines, once every request is answered.
+        let quiet = self.in_flight == 0
             && self.pipes[0].framer.buffered_bytes() == 0
-            && self.pipes[0].unsent.is_empty()
-        {
-            return Poll::Ready(Ended::Closed(CloseReason::PoolDown));
+            && self.pipes[0].unsent.is_empty();
+        match self.leaving {
+            Some(Leave::Move) if self.reconnect_message => {
+                let miner_between_lines =
+                    self.pipes[1].framer.buffered_bytes() == 0 && self.pipes[1].unsent.is_empty();
+                if quiet && miner_between_lines && !self.reconnect_sent {
+                    if let Poll::Ready(ended) = self.send_reconnect() {
+                        return Poll::Ready(ended);
+                    }
+                    self.reconnect_sent = true;
+                    // The miner leaves by itself; closed at the deadline if not.
+                    self.evict_by = Some(now + self.failover_wait);
+                }
+            }
+            Some(_) if quiet => return Poll::Ready(Ended::Closed(self.leave_reason())),
+            _ => {}
         }
         self.poll_deadlines(now, cx).map(Ended::Closed)
     }

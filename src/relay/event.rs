@@ -122,6 +122,9 @@ pub enum CloseReason {
     /// The pool went down: the proxy closed the miner between two lines so
     /// that it reconnects to a healthy pool.
     PoolDown,
+    /// Moved to a better pool (failback): closed between two lines, or after
+    /// its `client.reconnect` it did not follow.
+    Moved,
     /// No bytes from the miner for the idle timeout.
     IdleTimeout,
     /// No complete line from the miner within the handshake timeout.
@@ -151,6 +154,7 @@ impl CloseReason {
             CloseReason::PoolError(_) => "pool_error",
             CloseReason::UpstreamFailed(_) => "upstream_failed",
             CloseReason::PoolDown => "pool_down",
+            CloseReason::Moved => "moved",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::HalfCloseTimeout => "half_close_timeout",
@@ -183,6 +187,12 @@ pub enum Event<'a> {
         latency: Duration,
         /// The underlying error.
         error: &'a io::Error,
+    },
+    /// The proxy sent the miner a `client.reconnect` line of its own (the
+    /// `reconnect_message` option): bytes not read from the pool.
+    ReconnectSent {
+        /// Its length, newline included.
+        bytes: usize,
     },
     /// Bytes written to the other side, exactly as read.
     Relayed {

@@ -127,6 +127,15 @@ pub struct HealthPolicy {
     /// Longest wait, after a pool went down, for a session's requests in
     /// flight to be answered before its miner is closed.
     pub failover_wait: Duration,
+    /// Move miners back to a better pool once it has been up this long;
+    /// `None`: never (they stay until their pool goes down).
+    pub failback_after: Option<Duration>,
+    /// Most miners moved per second (failback), so a pool is never hit by
+    /// all of them at once.
+    pub move_rate_per_second: f64,
+    /// Move a miner by sending it one `client.reconnect` line (between two
+    /// whole lines) instead of closing its connection.
+    pub reconnect_message: bool,
 }
 
 /// Default [`HealthPolicy::fall`].
@@ -143,6 +152,12 @@ pub const DEFAULT_STALL_FACTOR: f64 = 3.0;
 pub const DEFAULT_STALL_MIN: Duration = Duration::from_secs(5);
 /// Default [`HealthPolicy::failover_wait`].
 pub const DEFAULT_FAILOVER_WAIT: Duration = Duration::from_secs(2);
+/// Default [`HealthPolicy::failback_after`]: cgminer's `--fallback-time`.
+pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(120);
+/// Default [`HealthPolicy::move_rate_per_second`].
+pub const DEFAULT_MOVE_RATE_PER_SECOND: f64 = 10.0;
+/// How often moves are handed out (the rate's tokens are counted between).
+pub const MOVE_TICK: Duration = Duration::from_millis(100);
 
 impl Default for HealthPolicy {
     fn default() -> Self {
@@ -155,6 +170,9 @@ impl Default for HealthPolicy {
             stall_factor: DEFAULT_STALL_FACTOR,
             stall_min: DEFAULT_STALL_MIN,
             failover_wait: DEFAULT_FAILOVER_WAIT,
+            failback_after: Some(DEFAULT_FAILBACK_AFTER),
+            move_rate_per_second: DEFAULT_MOVE_RATE_PER_SECOND,
+            reconnect_message: false,
         }
     }
 }
@@ -237,10 +255,20 @@ struct Health {
     rises: u32,
 }
 
-/// Wakers of one pool's sessions, for eviction.
+/// One registered session, as its pool sees it.
+#[derive(Default)]
+struct Slot {
+    /// Registered (not a free slot).
+    used: bool,
+    waker: Option<Waker>,
+    /// Asked to move to another pool.
+    moving: bool,
+}
+
+/// One pool's sessions, for eviction and moves.
 #[derive(Default)]
 struct Sessions {
-    wakers: Vec<Option<Waker>>,
+    slots: Vec<Slot>,
     free: Vec<usize>,
 }
 
@@ -249,6 +277,8 @@ struct Pool {
     health: Mutex<Health>,
     /// Set while the pool is down: its sessions close themselves.
     evicting: AtomicBool,
+    /// Sessions asked to move and not gone yet (so the others need not lock).
+    moving: AtomicUsize,
     sessions: Mutex<Sessions>,
     session_count: AtomicUsize,
     /// Milliseconds since [`Pools`] started of the last notify, 0 = none yet.
@@ -294,6 +324,7 @@ impl Pools {
                         rises: 0,
                     }),
                     evicting: AtomicBool::new(false),
+                    moving: AtomicUsize::new(0),
                     sessions: Mutex::new(Sessions::default()),
                     session_count: AtomicUsize::new(0),
                     last_notify_ms: AtomicU64::new(0),
@@ -434,7 +465,7 @@ impl Pools {
         self.listener
             .changed(pool, &p.spec, PoolHealth::Down(reason));
         let sessions = lock(&p.sessions);
-        for waker in sessions.wakers.iter().flatten() {
+        for waker in sessions.slots.iter().filter_map(|slot| slot.waker.as_ref()) {
             waker.wake_by_ref();
         }
     }
@@ -477,6 +508,74 @@ impl Pools {
         }
     }
 
+    /// The pool a session on `pool` should move to now, if any: a pool of
+    /// better priority that has been up for the failback time.
+    fn failback_target(&self, pool: PoolId, now: Instant) -> Option<PoolId> {
+        let after = self.policy.failback_after?;
+        let priority = self.pools[pool].spec.priority;
+        (0..self.pools.len()).find(|&q| {
+            let better = &self.pools[q];
+            better.spec.priority < priority && {
+                let health = lock(&better.health);
+                health.state == PoolHealth::Up && now.duration_since(health.since) >= after
+            }
+        })
+    }
+
+    /// Asks up to `budget` sessions to move (failback); returns how many.
+    fn hand_out_moves(&self, budget: usize) -> usize {
+        let now = Instant::now();
+        let mut moved = 0;
+        for (id, p) in self.pools.iter().enumerate() {
+            if moved >= budget {
+                break;
+            }
+            if p.session_count.load(Ordering::Relaxed) == 0
+                || p.evicting.load(Ordering::Relaxed)
+                || self.failback_target(id, now).is_none()
+            {
+                continue;
+            }
+            let mut sessions = lock(&p.sessions);
+            for slot in sessions.slots.iter_mut() {
+                if moved >= budget {
+                    break;
+                }
+                if slot.used && !slot.moving {
+                    slot.moving = true;
+                    p.moving.fetch_add(1, Ordering::Relaxed);
+                    if let Some(waker) = &slot.waker {
+                        waker.wake_by_ref();
+                    }
+                    moved += 1;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Hands out moves at [`HealthPolicy::move_rate_per_second`], forever.
+    pub async fn run_moves(self: Arc<Self>) {
+        let rate = self.policy.move_rate_per_second;
+        if self.policy.failback_after.is_none() || rate <= 0.0 || self.pools.len() < 2 {
+            return std::future::pending().await;
+        }
+        // At most one second's worth saved up.
+        let cap = rate.max(1.0);
+        let mut tokens = 0.0_f64;
+        let mut last = Instant::now();
+        loop {
+            Timer::after(MOVE_TICK).await;
+            let now = Instant::now();
+            tokens = (tokens + rate * now.duration_since(last).as_secs_f64()).min(cap);
+            last = now;
+            let budget = tokens.floor() as usize;
+            if budget > 0 {
+                tokens -= self.hand_out_moves(budget) as f64;
+            }
+        }
+    }
+
     /// Every pool's state now.
     pub fn status(&self) -> Vec<PoolStatus> {
         self.pools
@@ -505,10 +604,11 @@ impl Pools {
         let slot = match sessions.free.pop() {
             Some(slot) => slot,
             None => {
-                sessions.wakers.push(None);
-                sessions.wakers.len() - 1
+                sessions.slots.push(Slot::default());
+                sessions.slots.len() - 1
             }
         };
+        sessions.slots[slot].used = true;
         Session {
             pools: self.clone(),
             pool,
@@ -575,6 +675,15 @@ impl Pools {
     }
 }
 
+/// Why a session should leave its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// The pool went down: close the miner between two lines.
+    PoolDown,
+    /// A better pool is back (failback): move the miner, at the bounded rate.
+    Move,
+}
+
 /// A relayed session's registration with its pool: counts it, and lets the
 /// pool wake it for eviction. Dropping it unregisters.
 pub struct Session {
@@ -594,13 +703,19 @@ impl Session {
 
     /// Whether the pool wants this session closed; registers the task's
     /// waker (once: a task's waker does not change) so it hears of it.
-    pub fn evicted(&mut self, cx: &mut Context<'_>) -> bool {
+    pub fn evicted(&mut self, cx: &mut Context<'_>) -> Option<Leave> {
         let p = &self.pools.pools[self.pool];
         if !self.waker_set {
-            lock(&p.sessions).wakers[self.slot] = Some(cx.waker().clone());
+            lock(&p.sessions).slots[self.slot].waker = Some(cx.waker().clone());
             self.waker_set = true;
         }
-        p.evicting.load(Ordering::Relaxed)
+        if p.evicting.load(Ordering::Relaxed) {
+            return Some(Leave::PoolDown);
+        }
+        if p.moving.load(Ordering::Relaxed) > 0 && lock(&p.sessions).slots[self.slot].moving {
+            return Some(Leave::Move);
+        }
+        None
     }
 
     /// The pool answered this session first: it works.
@@ -630,7 +745,10 @@ impl Drop for Session {
         let p = &self.pools.pools[self.pool];
         p.session_count.fetch_sub(1, Ordering::Relaxed);
         let mut sessions = lock(&p.sessions);
-        sessions.wakers[self.slot] = None;
+        let slot = std::mem::take(&mut sessions.slots[self.slot]);
+        if slot.moving {
+            p.moving.fetch_sub(1, Ordering::Relaxed);
+        }
         sessions.free.push(self.slot);
     }
 }

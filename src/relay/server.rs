@@ -100,10 +100,12 @@ impl<O: Observer> Server<O> {
         // The accept loop is its own task: as the caller's future it would be
         // re-polled (an accept4 and a re-arm) on every executor wakeup.
         let checks = executor.spawn(self.shared.pools.clone().run_checks());
+        let moves = executor.spawn(self.shared.pools.clone().run_moves());
         let accept = executor.spawn(accept_loop(self.listener, self.shared, executor.clone()));
         stop.await;
         let _ = accept.cancel().await;
         let _ = checks.cancel().await;
+        let _ = moves.cancel().await;
     }
 }
 

@@ -160,6 +160,8 @@ pub struct MinerReport {
     /// Submit round-trip times (send → answer), in microseconds.
     #[serde(skip)]
     pub round_trips_us: Vec<u64>,
+    /// `client.reconnect` messages obeyed (the connection was left).
+    pub reconnects_honoured: u64,
     /// Connections made (1 without reconnects); `sent`, `received` and
     /// `eof` are the last connection's.
     pub sessions: u64,
@@ -368,6 +370,8 @@ struct State {
     pending: VecDeque<(Request, u64, Instant)>,
     job_id: Option<String>,
     report: MinerReport,
+    /// The pool (or proxy) sent `client.reconnect`: this connection ends.
+    reconnect_requested: bool,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -540,6 +544,9 @@ async fn read_loop(
         let mut state = lock(state);
         state.report.received.update(&buffer[..n]);
         framer.push(&buffer[..n], |frame| on_frame(&mut state, frame, live));
+        if std::mem::take(&mut state.reconnect_requested) {
+            break;
+        }
         drop(state);
         let _ = wake.try_send(());
     }
@@ -613,6 +620,11 @@ fn on_frame(state: &mut State, frame: Frame<'_>, live: &LiveCounters) {
             Some(Method::SetDifficulty) => {
                 state.report.set_difficulty += 1;
                 state.report.last_difficulty = message.difficulty();
+            }
+            Some(Method::Reconnect) => {
+                // As firmware does: leave, and (with `reconnect`) come back.
+                state.report.reconnects_honoured += 1;
+                state.reconnect_requested = true;
             }
             _ => state.report.other_lines += 1,
         },

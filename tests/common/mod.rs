@@ -186,6 +186,10 @@ pub struct Counts {
     pub reset_failures: u64,
     /// Miners closed by the proxy because their pool went down.
     pub pool_down_closes: u64,
+    /// `client.reconnect` lines the proxy sent.
+    pub reconnects_sent: u64,
+    /// When each miner moved to a better pool (failback) was closed.
+    pub moved_at: Vec<std::time::Instant>,
     /// Requests by (direction index, method name as sent).
     pub requests: HashMap<(usize, String), u64>,
     /// Notifications by (direction index, method name as sent).
@@ -316,6 +320,7 @@ impl Observer for TestObserver {
         let mut seen = None;
         match event {
             Event::UpstreamConnected { .. } => counts.upstream_connected += 1,
+            Event::ReconnectSent { .. } => counts.reconnects_sent += 1,
             Event::UpstreamFailed { failure, .. } => {
                 counts.upstream_failed += 1;
                 counts.reset_failures += u64::from(failure == UpstreamFailure::Reset);
@@ -368,6 +373,9 @@ impl Observer for TestObserver {
             } => {
                 counts.closed += 1;
                 counts.pool_down_closes += u64::from(reason == CloseReason::PoolDown);
+                if reason == CloseReason::Moved {
+                    counts.moved_at.push(std::time::Instant::now());
+                }
                 drop(counts);
                 let _ = self.closed_tx.try_send(Closed {
                     id: conn.id,
