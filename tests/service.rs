@@ -419,8 +419,8 @@ fn silent_http_clients_neither_grow_threads_nor_stall_the_relay() {
         std::thread::sleep(Duration::from_millis(20));
         during = during.max(threads());
     }
-    // Gate admits at most MAX_HTTP_CONNECTIONS; tiny_http reads each
-    // admitted one on a thread of its own: bounded by that, not by 50.
+    // The gate reads heads itself; tiny_http (a thread per connection)
+    // sees only complete requests, at most MAX_HTTP_CONNECTIONS of them.
     assert!(
         during <= before + stratum_proxy::http::MAX_HTTP_CONNECTIONS,
         "threads grew from {before} to {during} with 50 silent HTTP clients"
