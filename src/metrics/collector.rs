@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 
 use ::metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use log::{info, warn};
+
+use crate::logging::{PeerLine, peer_line};
+
+/// Whether a line about a peer at `level` of `kind` is to be written: the
+/// level is enabled and the kind's rate limit allows it.
+fn log_peer(level: log::Level, kind: PeerLine) -> bool {
+    log::log_enabled!(level) && peer_line(kind)
+}
 use metrics_exporter_prometheus::PrometheusRecorder;
 use serde_json::{Value, json};
 
@@ -543,12 +551,14 @@ impl Collector {
         let id_hash = hash_id(id.raw_bytes());
         if method.is_login() {
             conn.login = message.user().and_then(|user| {
-                info!(
-                    "conn={} peer={} authorizing user={}",
-                    conn.id,
-                    conn.peer,
-                    truncate(&user, 128)
-                );
+                if log_peer(log::Level::Info, PeerLine::Authorizing) {
+                    info!(
+                        "conn={} peer={} authorizing user={}",
+                        conn.id,
+                        conn.peer,
+                        truncate(&user, 128)
+                    );
+                }
                 self.client_for_user(&user).map(|client| (id_hash, client))
             });
         }
@@ -604,10 +614,12 @@ impl Collector {
             && outcome == Outcome::Accepted
             && !Arc::ptr_eq(&client, &conn.client)
         {
-            info!(
-                "conn={} peer={} authorized client_id={}",
-                conn.id, conn.peer, client.id
-            );
+            if log_peer(log::Level::Info, PeerLine::Authorized) {
+                info!(
+                    "conn={} peer={} authorized client_id={}",
+                    conn.id, conn.peer, client.id
+                );
+            }
             if conn.difficulty > 0.0 {
                 client.difficulty.set(conn.difficulty);
             }
@@ -648,6 +660,9 @@ impl Collector {
             CloseReason::MinerError(kind) | CloseReason::PoolError(kind) => format!(" ({kind})"),
             _ => String::new(),
         };
+        if !log_peer(log::Level::Info, PeerLine::Closed) {
+            return;
+        }
         info!(
             "conn={} peer={} closed by {:?}: {}{} after {:.1}s, {} bytes miner->pool, {} bytes pool->miner",
             conn.id,
@@ -711,7 +726,9 @@ impl Observer for Collector {
         self.pool.active.increment(1.0);
         self.totals.connections.fetch_add(1, Ordering::Relaxed);
         self.totals.active.fetch_add(1, Ordering::Relaxed);
-        info!("conn={} peer={} opened", info.id, info.peer);
+        if log_peer(log::Level::Info, PeerLine::Opened) {
+            info!("conn={} peer={} opened", info.id, info.peer);
+        }
         let client = match self.options.client_id {
             ClientIdMode::PeerIp => self.client(&info.peer.ip().to_string()),
             _ => self.unknown_client.clone(),
@@ -782,15 +799,17 @@ impl Observer for Collector {
                 self.health
                     .last_failure_ms
                     .store(self.now_ms(), Ordering::Relaxed);
-                warn!(
-                    "conn={} peer={} pool {} unreachable ({}) after {:.3}s: {}",
-                    conn.id,
-                    conn.peer,
-                    self.options.pool_host,
-                    failure.as_str(),
-                    latency.as_secs_f64(),
-                    error
-                );
+                if log_peer(log::Level::Warn, PeerLine::UpstreamFailed) {
+                    warn!(
+                        "conn={} peer={} pool {} unreachable ({}) after {:.3}s: {}",
+                        conn.id,
+                        conn.peer,
+                        self.options.pool_host,
+                        failure.as_str(),
+                        latency.as_secs_f64(),
+                        error
+                    );
+                }
             }
             Event::Closed {
                 duration,
@@ -810,7 +829,9 @@ impl Observer for Collector {
     fn refused(&self, peer: SocketAddr, reason: RefuseReason) {
         self.pool.refused[reason as usize].increment(1);
         self.totals.refused.fetch_add(1, Ordering::Relaxed);
-        warn!("peer={peer} refused: {}", reason.as_str());
+        if log_peer(log::Level::Warn, PeerLine::Refused) {
+            warn!("peer={peer} refused: {}", reason.as_str());
+        }
     }
 
     fn accept_failed(&self, error: &std::io::Error) {
