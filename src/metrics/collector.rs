@@ -291,9 +291,11 @@ pub struct ConnectionMeter {
     client: Arc<ClientMetrics>,
     difficulty: f64,
     pending: VecDeque<Pending>,
-    /// The latest login in flight: its id hash and the client it becomes if
-    /// accepted (kept apart from `pending`, which it would double in size).
-    login: Option<(u64, Arc<ClientMetrics>)>,
+    /// The latest login in flight: its id hash and the `client_id` it
+    /// becomes if the pool accepts it (kept apart from `pending`, which it
+    /// would double in size). The label is registered only then: a refused
+    /// or unanswered name never takes one of the capped slots.
+    login: Option<(u64, Box<str>)>,
 }
 
 /// A request waiting for its response (32 bytes: one per submit in flight).
@@ -422,13 +424,15 @@ impl Collector {
         client
     }
 
-    /// The `client_id` for a login name, per the configured mode.
-    fn client_for_user(&self, user: &str) -> Option<Arc<ClientMetrics>> {
-        match self.options.client_id {
-            ClientIdMode::Account => Some(self.client(user.split('.').next().unwrap_or(user))),
-            ClientIdMode::Worker => Some(self.client(user)),
-            ClientIdMode::PeerIp | ClientIdMode::None => None,
-        }
+    /// The `client_id` a login name would get, per the configured mode
+    /// (not registered: see [`ConnectionMeter::login`]).
+    fn client_id_for_user<'u>(&self, user: &'u str) -> Option<&'u str> {
+        let id = match self.options.client_id {
+            ClientIdMode::Account => user.split('.').next().unwrap_or(user),
+            ClientIdMode::Worker => user,
+            ClientIdMode::PeerIp | ClientIdMode::None => return None,
+        };
+        Some(truncate(id, MAX_CLIENT_ID_BYTES))
     }
 
     fn now_us(&self) -> u64 {
@@ -559,7 +563,8 @@ impl Collector {
                         truncate(&user, 128)
                     );
                 }
-                self.client_for_user(&user).map(|client| (id_hash, client))
+                self.client_id_for_user(&user)
+                    .map(|id| (id_hash, Box::from(id)))
             });
         }
         if conn.pending.capacity() == 0 {
@@ -610,8 +615,9 @@ impl Collector {
         } else if pending.method.is_login()
             && let Some((login_hash, _)) = conn.login
             && login_hash == id_hash
-            && let Some((_, client)) = conn.login.take()
+            && let Some((_, client_id)) = conn.login.take()
             && outcome == Outcome::Accepted
+            && let client = self.client(&client_id)
             && !Arc::ptr_eq(&client, &conn.client)
         {
             if log_peer(log::Level::Info, PeerLine::Authorized) {
@@ -918,6 +924,125 @@ mod tests {
         for (i, r) in RejectReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r:?}");
         }
+    }
+
+    fn collector(cap: usize) -> Collector {
+        Collector::new(
+            Arc::new(crate::metrics::schema::build_recorder()),
+            CollectorOptions {
+                pool_host: "pool".into(),
+                client_id: ClientIdMode::Account,
+                client_id_cap: cap,
+                request_timeout: Duration::from_secs(60),
+                health_interval: Duration::from_secs(60),
+            },
+        )
+    }
+
+    fn feed(collector: &Collector, conn: &mut ConnectionMeter, direction: Direction, line: &str) {
+        let message = Message::parse(line.as_bytes()).expect("valid line");
+        let event = match (direction, message.kind()) {
+            (d, crate::stratum::Kind::Request) => Event::Request {
+                direction: d,
+                message: &message,
+            },
+            (d, crate::stratum::Kind::Response) => Event::Response {
+                direction: d,
+                message: &message,
+            },
+            (d, crate::stratum::Kind::Notification) => Event::Notification {
+                direction: d,
+                message: &message,
+            },
+        };
+        collector.event(conn, event);
+    }
+
+    fn authorize(
+        collector: &Collector,
+        peer_port: u16,
+        user: &str,
+        answer: &str,
+    ) -> ConnectionMeter {
+        let info = ConnectionInfo {
+            id: u64::from(peer_port),
+            peer: SocketAddr::from(([127, 0, 0, 2], peer_port)),
+            accepted_at: Instant::now(),
+        };
+        let mut conn = collector.accepted(&info);
+        feed(
+            collector,
+            &mut conn,
+            Direction::MinerToPool,
+            &format!(r#"{{"id":2,"method":"mining.authorize","params":["{user}","x"]}}"#),
+        );
+        if !answer.is_empty() {
+            feed(collector, &mut conn, Direction::PoolToMiner, answer);
+        }
+        conn
+    }
+
+    #[test]
+    fn refused_and_unanswered_names_never_take_a_client_id_slot() {
+        let collector = collector(10);
+        for n in 0..1000 {
+            let answer = match n % 3 {
+                0 => r#"{"id":2,"result":false,"error":null}"#,
+                1 => r#"{"id":2,"result":null,"error":[24,"Unauthorized worker",null]}"#,
+                _ => "", // never answered
+            };
+            let conn = authorize(&collector, 1000 + n, &format!("made-up-{n}.w"), answer);
+            collector.event(
+                &mut { conn },
+                Event::Closed {
+                    duration: Duration::from_secs(1),
+                    miner_to_pool_bytes: 0,
+                    pool_to_miner_bytes: 0,
+                    reason: CloseReason::MinerClosed,
+                },
+            );
+        }
+        let mut real = authorize(
+            &collector,
+            9,
+            "alice.rig1",
+            r#"{"id":2,"result":true,"error":null}"#,
+        );
+        assert_eq!(real.client.id, "alice");
+        feed(
+            &collector,
+            &mut real,
+            Direction::MinerToPool,
+            r#"{"id":3,"method":"mining.submit","params":["alice.rig1","j","e","t","n"]}"#,
+        );
+        let status = collector.status();
+        let ids: Vec<&str> = status["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["client_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["_unknown", "alice"]);
+        let rendered = collector.recorder.handle().render();
+        assert!(!rendered.contains("made-up"), "a refused name got a label");
+        assert!(!rendered.contains("_other"));
+    }
+
+    #[test]
+    fn past_the_cap_accepted_names_are_counted_as_other() {
+        let collector = collector(2);
+        let accepted = r#"{"id":2,"result":true,"error":null}"#;
+        let ids: Vec<String> = ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(n, user)| {
+                authorize(&collector, n as u16, user, accepted)
+                    .client
+                    .id
+                    .clone()
+            })
+            .collect();
+        assert_eq!(ids, ["a", "b", "_other", "_other"]);
     }
 
     #[test]

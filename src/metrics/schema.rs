@@ -3,6 +3,10 @@
 //! Names and labels follow shared/DESIGN.md exactly. Label values are bounded:
 //! `pool_host` (the configured pool), `client_id` (capped), `method` (known
 //! methods or `other`), `reason`, `direction` and `kind` (fixed sets).
+//!
+//! `client_id` is registered only when the pool accepts an authorize
+//! (`result: true`, no error), so names it refuses or never answers take no
+//! slot; past `client_id_cap` accepted ids, later ones share `_other`.
 
 use ::metrics::{KeyName, Recorder, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
