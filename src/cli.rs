@@ -25,98 +25,92 @@ pub const EXIT_CONFIG_ERROR: u8 = 2;
 /// The program's version line, `stratum-proxy <version>`.
 pub const VERSION_LINE: &str = concat!("stratum-proxy ", env!("CARGO_PKG_VERSION"));
 
-/// Transparent Stratum relay with Prometheus metrics. Without a subcommand it
-/// runs the proxy. Every flag can also be set in the JSON file or the
-/// environment (see check-config); flags win over both.
-#[derive(FromArgs)]
-pub struct TopLevel {
-    /// JSON configuration file (default: $CONFIG_FILE, else none)
-    #[argh(option, arg_name = "FILE")]
-    pub config: Option<String>,
-    /// address miners connect to (default 0.0.0.0:3333; port 0 = any free)
-    #[argh(option, arg_name = "ADDR")]
-    pub listen: Option<String>,
-    /// the pool to relay to, HOST:PORT (required: here, in the file, or POOL_HOST/POOL_PORT)
-    #[argh(option, arg_name = "HOST:PORT")]
-    pub pool: Option<String>,
-    /// address of the HTTP server for /metrics /healthz /status (default 0.0.0.0:9100)
-    #[argh(option, arg_name = "ADDR")]
-    pub metrics_listen: Option<String>,
-    /// off, error, warn, info (default), debug or trace
-    #[argh(option, arg_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// auto (default: journald under systemd, else text), text, journald or json
-    #[argh(option, arg_name = "FORMAT")]
-    pub log_format: Option<String>,
-    /// miner connections open at once (default 10000)
-    #[argh(option, arg_name = "N")]
-    pub max_connections: Option<String>,
-    /// new connections accepted per second, sustained (default 500)
-    #[argh(option, arg_name = "R")]
-    pub accept_rate_per_second: Option<String>,
-    /// new connections accepted at once after a pause (default 1000)
-    #[argh(option, arg_name = "N")]
-    pub accept_burst: Option<String>,
-    /// time to connect to the pool (default 10)
-    #[argh(option, arg_name = "S")]
-    pub connect_timeout_seconds: Option<String>,
-    /// close a relay idle this long in both directions (default 900)
-    #[argh(option, arg_name = "S")]
-    pub idle_timeout_seconds: Option<String>,
-    /// time for a miner to send its first line (default 30)
-    #[argh(option, arg_name = "S")]
-    pub handshake_timeout_seconds: Option<String>,
-    /// time open relays may finish after SIGTERM, 0 allowed (default 30)
-    #[argh(option, arg_name = "S")]
-    pub shutdown_grace_seconds: Option<String>,
-    /// stop waiting for a response to a request after this long (default 60)
-    #[argh(option, arg_name = "S")]
-    pub request_timeout_seconds: Option<String>,
-    /// window in which /healthz needs a reachable pool (default 60)
-    #[argh(option, arg_name = "S")]
-    pub health_interval_seconds: Option<String>,
-    /// client_id metric label: account (default), worker, peer_ip or none
-    #[argh(option, arg_name = "MODE")]
-    pub client_id: Option<String>,
-    /// distinct client_id labels before new ones count as _other (default 1000)
-    #[argh(option, arg_name = "N")]
-    pub client_id_cap: Option<String>,
-    /// relay executor threads (default 1)
-    #[argh(option, arg_name = "N")]
-    pub threads: Option<String>,
-    /// HTTP server threads (default 2)
-    #[argh(option, arg_name = "N")]
-    pub http_threads: Option<String>,
-    /// bearer token required by /metrics and /status (prefer METRICS_TOKEN: flags are visible in ps)
-    #[argh(option, arg_name = "TOKEN")]
-    pub metrics_token: Option<String>,
-    /// print the version and exit
-    #[argh(switch)]
-    pub version: bool,
-    /// what to do instead of running the proxy
-    #[argh(subcommand)]
-    pub command: Option<Command>,
+/// Makes the command line's structs from the table of configuration keys
+/// ([`crate::config::keys`]): every key's flag on the top level and on
+/// `check-config`, which takes the same flags.
+macro_rules! define_flags {
+    ($(
+        $(#[doc = $doc:literal])*
+        $key:ident => $field:ident : $ty:ty = $default:expr, $kind:expr,
+            env [$($env:literal),*], flag $arg:literal [$($flagty:tt)*] $help:literal;
+    )*) => {
+        /// Transparent Stratum relay with Prometheus metrics. Without a subcommand it
+        /// runs the proxy. Every flag can also be set in the JSON file or the
+        /// environment (see check-config); flags win over both.
+        #[derive(FromArgs)]
+        pub struct TopLevel {
+            /// JSON configuration file (default: $CONFIG_FILE, else none)
+            #[argh(option, arg_name = "FILE")]
+            pub config: Option<String>,
+            $(
+                #[doc = $help]
+                #[argh(option, arg_name = $arg)]
+                pub $key: $($flagty)*,
+            )*
+            /// print the version and exit
+            #[argh(switch)]
+            pub version: bool,
+            /// what to do instead of running the proxy
+            #[argh(subcommand)]
+            pub command: Option<Command>,
+        }
+
+        /// Validate the configuration from all layers (defaults, file, environment,
+        /// flags); print it as JSON with secrets masked (exit 0) or every problem
+        /// (exit 2). Takes every flag the proxy takes.
+        #[derive(FromArgs, Debug, PartialEq)]
+        #[argh(subcommand, name = "check-config")]
+        pub struct CheckConfigArgs {
+            /// JSON configuration file (overrides a --config given before check-config)
+            #[argh(option, arg_name = "FILE")]
+            pub config: Option<String>,
+            $(
+                #[doc = $help]
+                #[argh(option, arg_name = $arg)]
+                pub $key: $($flagty)*,
+            )*
+        }
+
+        impl TopLevel {
+            /// The flag layer of the configuration; a flag given after
+            /// `check-config` wins over the same flag given before it.
+            pub fn flag_layer(&self) -> FlagLayer {
+                let check = match &self.command {
+                    Some(Command::CheckConfig(args)) => Some(args),
+                    _ => None,
+                };
+                let mut flags = FlagLayer::default();
+                flags.config = check
+                    .and_then(|args| args.config.clone())
+                    .or_else(|| self.config.clone());
+                $(
+                    let after: Vec<String> =
+                        check.map_or_else(Vec::new, |args| args.$key.iter().cloned().collect());
+                    let values = if after.is_empty() {
+                        self.$key.iter().cloned().collect()
+                    } else {
+                        after
+                    };
+                    flags.push(stringify!($key), values);
+                )*
+                flags
+            }
+        }
+    };
 }
+
+crate::config::config_keys!(define_flags);
 
 /// Subcommands.
 #[derive(FromArgs, Debug, PartialEq)]
 #[argh(subcommand)]
+// Parsed once at start; argh cannot box a subcommand's struct.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// `check-config`
     CheckConfig(CheckConfigArgs),
     /// `demo`
     Demo(DemoArgs),
-}
-
-/// Validate the configuration from all layers (defaults, file, environment,
-/// flags); print it as JSON with secrets masked (exit 0) or every problem
-/// (exit 2).
-#[derive(FromArgs, Debug, PartialEq)]
-#[argh(subcommand, name = "check-config")]
-pub struct CheckConfigArgs {
-    /// JSON configuration file (overrides a --config given before check-config)
-    #[argh(option, arg_name = "FILE")]
-    pub config: Option<String>,
 }
 
 /// Run a pool simulator, the proxy and miner simulators in one process on
@@ -160,39 +154,6 @@ fn parse_submit_rate(text: &str) -> Result<f64, String> {
 }
 
 impl TopLevel {
-    /// The flag layer of the configuration; a `--config` after
-    /// `check-config` wins over one before it.
-    pub fn flag_layer(&self) -> FlagLayer {
-        let config = match &self.command {
-            Some(Command::CheckConfig(CheckConfigArgs { config: Some(path) })) => {
-                Some(path.clone())
-            }
-            _ => self.config.clone(),
-        };
-        FlagLayer {
-            config,
-            listen: self.listen.clone(),
-            pool: self.pool.clone(),
-            metrics_listen: self.metrics_listen.clone(),
-            log_level: self.log_level.clone(),
-            log_format: self.log_format.clone(),
-            max_connections: self.max_connections.clone(),
-            accept_rate_per_second: self.accept_rate_per_second.clone(),
-            accept_burst: self.accept_burst.clone(),
-            connect_timeout_seconds: self.connect_timeout_seconds.clone(),
-            idle_timeout_seconds: self.idle_timeout_seconds.clone(),
-            handshake_timeout_seconds: self.handshake_timeout_seconds.clone(),
-            shutdown_grace_seconds: self.shutdown_grace_seconds.clone(),
-            request_timeout_seconds: self.request_timeout_seconds.clone(),
-            health_interval_seconds: self.health_interval_seconds.clone(),
-            client_id: self.client_id.clone(),
-            client_id_cap: self.client_id_cap.clone(),
-            threads: self.threads.clone(),
-            http_threads: self.http_threads.clone(),
-            metrics_token: self.metrics_token.clone(),
-        }
-    }
-
     /// Loads the configuration from all layers with these flags and the
     /// given environment lookup.
     pub fn load_config(
@@ -296,9 +257,9 @@ mod tests {
         let top =
             parse_args(&["--pool", "p:1", "--threads", "4", "--listen", "127.0.0.1:0"]).unwrap();
         let flags = top.flag_layer();
-        assert_eq!(flags.pool.as_deref(), Some("p:1"));
-        assert_eq!(flags.threads.as_deref(), Some("4"));
-        assert_eq!(flags.listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(flags.get("pool"), ["p:1"]);
+        assert_eq!(flags.get("threads"), ["4"]);
+        assert_eq!(flags.get("listen"), ["127.0.0.1:0"]);
         assert_eq!(top.command, None);
         assert!(!top.version);
         let config = top.load_config(&no_env).unwrap();
@@ -349,12 +310,10 @@ mod tests {
     fn check_config_subcommand_and_its_config_flag() {
         let top =
             parse_args(&["--config", "a.json", "check-config", "--config", "b.json"]).unwrap();
-        assert_eq!(
-            top.command,
-            Some(Command::CheckConfig(CheckConfigArgs {
-                config: Some("b.json".into())
-            }))
-        );
+        assert!(matches!(
+            &top.command,
+            Some(Command::CheckConfig(args)) if args.config.as_deref() == Some("b.json")
+        ));
         assert_eq!(top.flag_layer().config.as_deref(), Some("b.json"));
         let top = parse_args(&["--config", "a.json", "check-config"]).unwrap();
         assert_eq!(top.flag_layer().config.as_deref(), Some("a.json"));
@@ -450,5 +409,31 @@ mod tests {
             "{err}"
         );
         assert!(err.ends_with("configuration refused: 1 problem\n"), "{err}");
+    }
+
+    #[test]
+    fn check_config_takes_every_flag_the_proxy_takes() {
+        // After the subcommand, and winning over the same flag before it.
+        let top = parse_args(&[
+            "--threads",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "check-config",
+            "--pool",
+            "p.example:1",
+            "--threads",
+            "3",
+        ])
+        .unwrap();
+        let config = top.load_config(&no_env).unwrap();
+        assert_eq!(config.pool.to_string(), "p.example:1");
+        assert_eq!(config.threads, 3);
+        assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
+        let (help, _) = parse_args(&["check-config", "--help"]).err().unwrap();
+        for key in crate::config::KEYS {
+            let flag = format!("--{}", key.replace('_', "-"));
+            assert!(help.contains(&flag), "check-config --help lacks {flag}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use smol::stream::StreamExt;
 use smol::{Executor, Timer};
 
-use crate::relay::{Limits, Observer, Server, Upstream};
+use crate::relay::{Limits, Observer, PoolAddr, Server};
 use crate::sim::RejectCode;
 use crate::sim::miner::{MinerConfig, MinerSim, RoundTrips, Totals};
 use crate::sim::pool::{PoolConfig, PoolSim, PoolStats};
@@ -153,7 +153,7 @@ async fn demo<O: Observer, W: Write>(
     let pool = PoolSim::start(executor, localhost, options.pool.clone())?;
     let server = Server::bind(
         localhost,
-        Upstream::from(pool.local_addr()),
+        PoolAddr::from(pool.local_addr()),
         Limits::default(),
         observer,
     )

@@ -18,7 +18,7 @@ use stratum_proxy::config::{self, Config};
 use stratum_proxy::http::{App, HttpServer};
 use stratum_proxy::metrics::schema::build_recorder;
 use stratum_proxy::metrics::{Collector, CollectorOptions};
-use stratum_proxy::relay::{Limits, Server, Upstream};
+use stratum_proxy::relay::{Limits, PoolAddr, Server};
 use stratum_proxy::{demo, logging, reactor, sdnotify};
 
 /// How often the exporter's upkeep runs (drains histogram samples).
@@ -59,7 +59,7 @@ fn run(config: Config) -> ExitCode {
     }
     let recorder = Arc::new(build_recorder());
     let prometheus = recorder.handle();
-    let upstream = Upstream::new(config.pool.host(), config.pool.port());
+    let upstream = config.pool.clone();
     let collector = Arc::new(Collector::new(
         recorder,
         CollectorOptions {
@@ -125,7 +125,7 @@ fn run(config: Config) -> ExitCode {
 /// Binds, serves and drains; returns when the proxy may exit.
 async fn serve(
     config: &Config,
-    upstream: Upstream,
+    upstream: PoolAddr,
     limits: Limits,
     collector: Arc<Collector>,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
@@ -222,8 +222,8 @@ fn signal_name(signal: async_signal::Signal) -> &'static str {
 
 /// Checks once at start that the pool answers, so `/healthz` means something
 /// before the first miner connects. Runs on its own thread (DNS blocks).
-fn probe_pool(upstream: &Upstream, timeout: Duration, collector: &Arc<Collector>) {
-    let target = (upstream.host.clone(), upstream.port);
+fn probe_pool(upstream: &PoolAddr, timeout: Duration, collector: &Arc<Collector>) {
+    let target = (upstream.host().to_string(), upstream.port());
     let label = upstream.label();
     let collector = collector.clone();
     std::thread::spawn(move || {

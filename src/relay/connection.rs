@@ -25,7 +25,8 @@ use smol::Timer;
 
 use super::deadline::Deadline;
 use super::event::{CloseReason, ConnectionInfo, Direction, Event, Observer, UpstreamFailure};
-use super::server::{Limits, Upstream};
+use super::limits::Limits;
+use super::upstream::PoolAddr;
 use crate::reactor::Registered;
 use crate::stratum::{Frame, Kind, LineFramer, Message, ParseFailure};
 
@@ -44,7 +45,7 @@ thread_local! {
 pub(crate) async fn serve<O: Observer>(
     miner: TcpStream,
     info: ConnectionInfo,
-    upstream: &Upstream,
+    upstream: &PoolAddr,
     limits: &Limits,
     observer: &O,
 ) {
@@ -101,7 +102,7 @@ pub(crate) async fn serve<O: Observer>(
 
 /// Opens the upstream connection within `timeout`.
 async fn connect(
-    upstream: &Upstream,
+    upstream: &PoolAddr,
     timeout: Duration,
 ) -> Result<(Registered<TcpStream>, SocketAddr), (UpstreamFailure, io::Error)> {
     let attempt = async {

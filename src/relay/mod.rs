@@ -6,10 +6,14 @@
 pub mod connection;
 mod deadline;
 pub mod event;
+pub mod limits;
 pub mod server;
+pub mod upstream;
 
 pub use event::{
     CloseReason, ConnectionInfo, Direction, Event, NoObserver, Observer, RefuseReason, Side,
     UpstreamFailure,
 };
-pub use server::{Limits, Server, ServerHandle, Upstream};
+pub use limits::Limits;
+pub use server::{Server, ServerHandle};
+pub use upstream::PoolAddr;

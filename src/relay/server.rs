@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,102 +13,17 @@ use smol::{Async, Executor, Timer};
 
 use super::connection;
 use super::event::{ConnectionInfo, Observer, RefuseReason};
-
-/// Default cap on concurrently relayed miners.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Default new-connection rate, per second (token bucket refill).
-pub const DEFAULT_ACCEPT_RATE_PER_SECOND: f64 = 500.0;
-/// Default new-connection burst (token bucket size).
-pub const DEFAULT_ACCEPT_BURST: u32 = 1_000;
-/// Default time allowed to open the upstream connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default time without a byte from the miner before it is closed.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(900);
-/// Default time for the miner's first complete line (slowloris guard).
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+use super::limits::Limits;
+use super::upstream::PoolAddr;
 
 /// Shortest pause after a failed `accept` (EMFILE and friends).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause after repeated failed `accept`s.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// The relay's limits; see the `DEFAULT_*` constants.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Most miners relayed at once; one more is closed at once and counted.
-    pub max_connections: usize,
-    /// Token bucket refill rate for new connections, per second.
-    pub accept_rate_per_second: f64,
-    /// Token bucket size: connections accepted in a burst.
-    pub accept_burst: u32,
-    /// Time allowed to open the upstream connection.
-    pub connect_timeout: Duration,
-    /// Time without a byte from the miner before it is closed.
-    pub idle_timeout: Duration,
-    /// Time for the miner's first complete line.
-    pub handshake_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            accept_rate_per_second: DEFAULT_ACCEPT_RATE_PER_SECOND,
-            accept_burst: DEFAULT_ACCEPT_BURST,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-        }
-    }
-}
-
-/// The pool, as configured: a host name or IP, and a port. Names are
-/// resolved for every new connection so a pool can move.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl Upstream {
-    /// Creates an upstream from host and port.
-    pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Upstream {
-            host: host.into(),
-            port,
-        }
-    }
-
-    /// `host:port` (IPv6 in brackets), the `pool_host` label.
-    pub fn label(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-
-    /// The addresses to try, in order.
-    pub async fn resolve(&self) -> io::Result<Vec<SocketAddr>> {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, self.port)]);
-        }
-        async_net::resolve((host, self.port)).await
-    }
-}
-
-impl From<SocketAddr> for Upstream {
-    fn from(addr: SocketAddr) -> Self {
-        Upstream::new(addr.ip().to_string(), addr.port())
-    }
-}
-
 /// What the listener and its tasks share.
 struct Shared<O> {
-    upstream: Upstream,
+    upstream: PoolAddr,
     limits: Limits,
     observer: Arc<O>,
     active: Arc<AtomicUsize>,
@@ -145,7 +60,7 @@ impl<O: Observer> Server<O> {
     /// Binds the listener (port 0 picks a free port; see [`Server::local_addr`]).
     pub async fn bind(
         listen: SocketAddr,
-        upstream: Upstream,
+        upstream: PoolAddr,
         limits: Limits,
         observer: Arc<O>,
     ) -> io::Result<Self> {
@@ -336,14 +251,5 @@ mod tests {
         let later = start + Duration::from_secs(60);
         assert!((0..3).all(|_| bucket.take(later)));
         assert!(!bucket.take(later));
-    }
-
-    #[test]
-    fn upstream_label_brackets_ipv6() {
-        assert_eq!(
-            Upstream::new("pool.example.net", 3333).label(),
-            "pool.example.net:3333"
-        );
-        assert_eq!(Upstream::new("::1", 3333).label(), "[::1]:3333");
     }
 }

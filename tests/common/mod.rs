@@ -13,8 +13,8 @@ use std::time::Duration;
 use smol::channel::{Receiver, Sender};
 use smol::{Executor, Timer};
 use stratum_proxy::relay::{
-    CloseReason, ConnectionInfo, Direction, Event, Limits, Observer, RefuseReason, Server,
-    ServerHandle, Upstream,
+    CloseReason, ConnectionInfo, Direction, Event, Limits, Observer, PoolAddr, RefuseReason,
+    Server, ServerHandle,
 };
 use stratum_proxy::sim::RejectCounts;
 use stratum_proxy::stratum::{Message, Outcome, ParseFailure};
@@ -99,7 +99,7 @@ pub fn start_relay<O: Observer>(
     let server = runtime
         .block_on(Server::bind(
             "127.0.0.1:0".parse().unwrap(),
-            Upstream::from(pool),
+            PoolAddr::from(pool),
             limits,
             observer,
         ))

@@ -1,0 +1,118 @@
+//! The table of configuration keys: each key is declared here once, with
+//! its field and type in [`super::Config`], its default, its kind of value
+//! ([`super::kinds`]), its environment variables, and its flag's argument
+//! name and help. `config_keys!(m)` hands the whole table to the macro `m`,
+//! which is how [`super::Config`], [`super::KEYS`], the layered resolution,
+//! the effective configuration and the command line's flags
+//! ([`crate::cli`]) are all made from it; the flag of key `a_b` is `--a-b`.
+//!
+//! Adding a key is one entry here (plus a kind in [`super::kinds`] if no
+//! existing one fits), a row in README's configuration table (a test checks
+//! that every key has one), and a line in a precedence test.
+//!
+//! Row syntax:
+//! `key => field: Type = default, kind, env [VARS], flag "ARG" [FlagType] "help";`
+//! where `default` is `Some(value)`, or `None` for a required key, and
+//! `[FlagType]` is `[Option<String>]`, or `[Vec<String>]` for a flag that repeats
+//! (written out, not a type macro, because argh tells options by their type's tokens).
+
+/// Hands the table of keys to the macro named by the caller.
+macro_rules! config_keys {
+    ($then:ident) => {
+        $then! {
+            /// Address miners connect to (port 0: any free port).
+            listen => listen: SocketAddr = Some(DEFAULT_LISTEN), Listen,
+                env ["LISTEN_HOST", "LISTEN_PORT"],
+                flag "ADDR" [Option<String>] "address miners connect to (default 0.0.0.0:3333; port 0 = any free)";
+            /// The pool, as configured; resolved per connection by the relay.
+            pool => pool: PoolAddr = None, Pool,
+                env ["POOL_HOST", "POOL_PORT"],
+                flag "HOST:PORT" [Option<String>] "the pool to relay to, HOST:PORT (required: here, in the file, or POOL_HOST/POOL_PORT)";
+            /// Address of the HTTP server (port 0: any free port).
+            metrics_listen => metrics_listen: SocketAddr = Some(DEFAULT_METRICS_LISTEN), Listen,
+                env ["METRICS_HOST", "METRICS_PORT"],
+                flag "ADDR" [Option<String>] "address of the HTTP server for /metrics /healthz /status (default 0.0.0.0:9100)";
+            /// Most verbose level logged.
+            log_level => log_level: LevelFilter = Some(DEFAULT_LOG_LEVEL),
+                Choice::new(&kinds::LEVELS, kinds::level_str),
+                env ["LOG_LEVEL"],
+                flag "LEVEL" [Option<String>] "off, error, warn, info (default), debug or trace";
+            /// Log line format; `Auto` is decided by [`LogFormat::resolve`].
+            log_format => log_format: LogFormat = Some(DEFAULT_LOG_FORMAT),
+                Choice::new(&LogFormat::ALL, kinds::format_str),
+                env ["LOG_FORMAT"],
+                flag "FORMAT" [Option<String>] "auto (default: journald under systemd, else text), text, journald or json";
+            /// Miner connections open at once; more are refused.
+            max_connections => max_connections: usize = Some(DEFAULT_MAX_CONNECTIONS),
+                Count::<usize>::new(1, MAX_MAX_CONNECTIONS as u64),
+                env ["MAX_CONNECTIONS"],
+                flag "N" [Option<String>] "miner connections open at once (default 10000)";
+            /// Token-bucket refill rate for accepting connections, per second.
+            accept_rate_per_second => accept_rate_per_second: f64 = Some(DEFAULT_ACCEPT_RATE_PER_SECOND),
+                Rate { max: MAX_ACCEPT_RATE_PER_SECOND },
+                env ["ACCEPT_RATE_PER_SECOND"],
+                flag "R" [Option<String>] "new connections accepted per second, sustained (default 500)";
+            /// Token-bucket size for accepting connections.
+            accept_burst => accept_burst: u32 = Some(DEFAULT_ACCEPT_BURST),
+                Count::<u32>::new(1, MAX_ACCEPT_BURST as u64),
+                env ["ACCEPT_BURST"],
+                flag "N" [Option<String>] "new connections accepted at once after a pause (default 1000)";
+            /// Time to open the upstream TCP connection.
+            connect_timeout_seconds => connect_timeout: Duration = Some(DEFAULT_CONNECT_TIMEOUT),
+                Seconds { zero_allowed: false },
+                env ["CONNECT_TIMEOUT_SECONDS"],
+                flag "S" [Option<String>] "time to connect to the pool (default 10)";
+            /// Time a relay may pass without a byte from the miner.
+            idle_timeout_seconds => idle_timeout: Duration = Some(DEFAULT_IDLE_TIMEOUT),
+                Seconds { zero_allowed: false },
+                env ["IDLE_TIMEOUT_SECONDS"],
+                flag "S" [Option<String>] "close a relay when the miner sent nothing this long (default 900)";
+            /// Time for a new miner to send its first line.
+            handshake_timeout_seconds => handshake_timeout: Duration = Some(DEFAULT_HANDSHAKE_TIMEOUT),
+                Seconds { zero_allowed: false },
+                env ["HANDSHAKE_TIMEOUT_SECONDS"],
+                flag "S" [Option<String>] "time for a miner to send its first line (default 30)";
+            /// Time open relays may finish after a stop signal (may be zero).
+            shutdown_grace_seconds => shutdown_grace: Duration = Some(DEFAULT_SHUTDOWN_GRACE),
+                Seconds { zero_allowed: true },
+                env ["SHUTDOWN_GRACE_SECONDS"],
+                flag "S" [Option<String>] "time open relays may finish after SIGTERM, 0 allowed (default 30)";
+            /// Time after which a request without response counts as expired.
+            request_timeout_seconds => request_timeout: Duration = Some(DEFAULT_REQUEST_TIMEOUT),
+                Seconds { zero_allowed: false },
+                env ["REQUEST_TIMEOUT_SECONDS"],
+                flag "S" [Option<String>] "stop waiting for a response to a request after this long (default 60)";
+            /// Window over which `/healthz` judges upstream reachability.
+            health_interval_seconds => health_interval: Duration = Some(DEFAULT_HEALTH_INTERVAL),
+                Seconds { zero_allowed: false },
+                env ["HEALTH_INTERVAL_SECONDS"],
+                flag "S" [Option<String>] "window in which /healthz needs a reachable pool (default 60)";
+            /// Source of the `client_id` metric label.
+            client_id => client_id: ClientIdMode = Some(DEFAULT_CLIENT_ID),
+                Choice::new(&ClientIdMode::ALL, kinds::client_id_str),
+                env ["CLIENT_ID"],
+                flag "MODE" [Option<String>] "client_id metric label: account (default), worker, peer_ip or none";
+            /// Distinct `client_id` labels kept before new ones count as `_other`.
+            client_id_cap => client_id_cap: usize = Some(DEFAULT_CLIENT_ID_CAP),
+                Count::<usize>::new(1, MAX_CLIENT_ID_CAP as u64),
+                env ["CLIENT_ID_CAP"],
+                flag "N" [Option<String>] "distinct client_id labels before new ones count as _other (default 1000)";
+            /// Executor threads for the relay.
+            threads => threads: usize = Some(DEFAULT_THREADS),
+                Count::<usize>::new(1, MAX_THREADS as u64),
+                env ["THREADS"],
+                flag "N" [Option<String>] "relay executor threads (default 1)";
+            /// HTTP worker threads.
+            http_threads => http_threads: usize = Some(DEFAULT_HTTP_THREADS),
+                Count::<usize>::new(1, MAX_HTTP_THREADS as u64),
+                env ["HTTP_THREADS"],
+                flag "N" [Option<String>] "HTTP server threads (default 2)";
+            /// Bearer token required by `/metrics` and `/status`, if any.
+            metrics_token => metrics_token: Option<Secret> = Some(None), Token,
+                env ["METRICS_TOKEN"],
+                flag "TOKEN" [Option<String>] "bearer token required by /metrics and /status (prefer METRICS_TOKEN: flags are visible in ps)";
+        }
+    };
+}
+
+pub(crate) use config_keys;

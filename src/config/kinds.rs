@@ -1,0 +1,512 @@
+//! Kinds of value: how one key's value is read from each layer, shown in the
+//! effective configuration, and described in errors. A key in the table
+//! ([`super::keys`]) names its kind; a new key of an existing kind needs
+//! nothing here.
+
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use log::LevelFilter;
+use serde_json::Value;
+
+use super::{ClientIdMode, MAX_DURATION, MAX_TOKEN_BYTES, SECRET_MASK, Secret};
+use crate::logging::LogFormat;
+use crate::relay::upstream::{PoolAddr, PoolAddrError};
+
+/// A value as one layer gave it: JSON from the file, text from the
+/// environment or a flag.
+#[derive(Clone, Copy)]
+pub(crate) enum Raw<'a> {
+    Json(&'a Value),
+    Text(&'a str),
+}
+
+impl<'a> Raw<'a> {
+    /// The value for an error message, shortened if very long.
+    pub fn shown(self) -> String {
+        let text = match self {
+            Raw::Json(value) => value.to_string(),
+            Raw::Text(text) => format!("{text:?}"),
+        };
+        const LIMIT: usize = 120;
+        if text.chars().count() > LIMIT {
+            let cut: String = text.chars().take(LIMIT).collect();
+            format!("{cut}… ({} characters)", text.chars().count())
+        } else {
+            text
+        }
+    }
+
+    /// The text of a string value; `Err` with a problem for other JSON types.
+    pub fn text(self) -> Result<&'a str, String> {
+        match self {
+            Raw::Text(text) => Ok(text),
+            Raw::Json(Value::String(text)) => Ok(text),
+            Raw::Json(other) => Err(format!("a JSON string is needed, not {}", json_kind(other))),
+        }
+    }
+}
+
+pub(crate) fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A parser's verdict: the value, or an optional specific problem (the
+/// key's `allowed` text is always added).
+pub(crate) type Parsed<T> = Result<T, Option<String>>;
+
+/// One environment variable's value that was refused.
+pub(crate) struct EnvProblem {
+    pub var: &'static str,
+    pub problem: Option<String>,
+    pub allowed: String,
+}
+
+/// What a key's environment variables made of the value below them.
+pub(crate) struct EnvResult<T> {
+    /// The new value and the variable that set it last.
+    pub value: Option<(T, &'static str)>,
+    pub problems: Vec<EnvProblem>,
+    /// Why the key is still unset although a variable was given (for a
+    /// value given in halves, one half alone).
+    pub incomplete: Option<String>,
+}
+
+/// How one kind of value is read, shown and described.
+pub(crate) trait Kind {
+    /// The typed value, as [`super::Config`] holds it.
+    type Value;
+    /// Parses one layer's value.
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Self::Value>;
+    /// What the key accepts, for error messages.
+    fn allowed(&self) -> String;
+    /// The value in the file's format, for the effective configuration.
+    fn json(&self, value: &Self::Value) -> Value;
+    /// Whether values are secrets: never shown.
+    fn secret(&self) -> bool {
+        false
+    }
+    /// Applies the key's environment variables that are set (`vars`, in the
+    /// table's order) over the value below (`current`). By default there is
+    /// one variable, parsed like a flag.
+    fn env(
+        &self,
+        _current: Option<&Self::Value>,
+        vars: &[(&'static str, &str)],
+    ) -> EnvResult<Self::Value> {
+        let mut result = EnvResult {
+            value: None,
+            problems: Vec::new(),
+            incomplete: None,
+        };
+        for (var, text) in vars {
+            match self.parse(Raw::Text(text)) {
+                Ok(value) => result.value = Some((value, var)),
+                Err(problem) => result.problems.push(EnvProblem {
+                    var,
+                    problem,
+                    allowed: self.allowed(),
+                }),
+            }
+        }
+        result
+    }
+    /// What to say when a required key is set nowhere.
+    fn missing(&self) -> String {
+        "no default".to_string()
+    }
+}
+
+/// A whole number in `min..=max`: a JSON integer, or decimal text.
+pub(crate) struct Count<T> {
+    min: u64,
+    max: u64,
+    target: PhantomData<T>,
+}
+
+impl<T> Count<T> {
+    pub const fn new(min: u64, max: u64) -> Self {
+        Count {
+            min,
+            max,
+            target: PhantomData,
+        }
+    }
+}
+
+pub(crate) fn parse_count(raw: Raw<'_>, min: u64, max: u64) -> Parsed<u64> {
+    let number = match raw {
+        Raw::Json(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| Some("not a whole number".to_string()))?,
+        Raw::Json(other) => {
+            return Err(Some(format!(
+                "a JSON number is needed, not {}",
+                json_kind(other)
+            )));
+        }
+        Raw::Text(text) => text.parse::<u64>().map_err(|_| None)?,
+    };
+    if (min..=max).contains(&number) {
+        Ok(number)
+    } else {
+        Err(Some("out of range".to_string()))
+    }
+}
+
+impl<T: TryFrom<u64> + Copy + Into<Value>> Kind for Count<T> {
+    type Value = T;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<T> {
+        let n = parse_count(raw, self.min, self.max)?;
+        T::try_from(n).map_err(|_| Some("out of range".to_string()))
+    }
+    fn allowed(&self) -> String {
+        format!("a whole number from {} to {}", self.min, self.max)
+    }
+    fn json(&self, value: &T) -> Value {
+        (*value).into()
+    }
+}
+
+/// Parses a finite number `> 0` (or `>= 0` with `zero_allowed`) and `<= max`.
+pub(crate) fn parse_positive(raw: Raw<'_>, zero_allowed: bool, max: f64) -> Parsed<f64> {
+    let number = match raw {
+        Raw::Json(Value::Number(n)) => n.as_f64().ok_or(None)?,
+        Raw::Json(other) => {
+            return Err(Some(format!(
+                "a JSON number is needed, not {}",
+                json_kind(other)
+            )));
+        }
+        Raw::Text(text) => text.parse::<f64>().map_err(|_| None)?,
+    };
+    let low_ok = if zero_allowed {
+        number >= 0.0
+    } else {
+        number > 0.0
+    };
+    if number.is_finite() && low_ok && number <= max {
+        Ok(number)
+    } else {
+        Err(Some("out of range".to_string()))
+    }
+}
+
+/// A number greater than 0 and at most `max` (a rate).
+pub(crate) struct Rate {
+    pub max: f64,
+}
+
+impl Kind for Rate {
+    type Value = f64;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<f64> {
+        parse_positive(raw, false, self.max)
+    }
+    fn allowed(&self) -> String {
+        format!("a number greater than 0 and at most {}", self.max)
+    }
+    fn json(&self, value: &f64) -> Value {
+        Value::from(*value)
+    }
+}
+
+/// A duration in seconds, fractions allowed, up to [`MAX_DURATION`].
+pub(crate) struct Seconds {
+    pub zero_allowed: bool,
+}
+
+pub(crate) fn parse_seconds(raw: Raw<'_>, zero_allowed: bool) -> Parsed<Duration> {
+    parse_positive(raw, zero_allowed, MAX_DURATION.as_secs_f64()).map(Duration::from_secs_f64)
+}
+
+impl Kind for Seconds {
+    type Value = Duration;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Duration> {
+        parse_seconds(raw, self.zero_allowed)
+    }
+    fn allowed(&self) -> String {
+        let max = MAX_DURATION.as_secs();
+        if self.zero_allowed {
+            format!("a number of seconds from 0 to {max} (30 days)")
+        } else {
+            format!("a number of seconds greater than 0 and at most {max} (30 days)")
+        }
+    }
+    fn json(&self, value: &Duration) -> Value {
+        Value::from(value.as_secs_f64())
+    }
+}
+
+/// A listen address; its two environment variables (`*_HOST`, `*_PORT`)
+/// each replace their half of the address below.
+pub(crate) struct Listen;
+
+const ALLOWED_SOCKET: &str =
+    "an IP address and port, e.g. 0.0.0.0:3333 or [::]:3333 (port 0 = any free port)";
+const ALLOWED_IP: &str = "an IPv4 or IPv6 address, e.g. 0.0.0.0 or ::";
+const ALLOWED_PORT: &str = "a port number from 0 to 65535 (0 = any free port)";
+
+/// Parses an IP for `*_HOST`: IPv4, IPv6 with or without brackets.
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    let inner = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    inner.parse::<IpAddr>().ok()
+}
+
+impl Kind for Listen {
+    type Value = SocketAddr;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<SocketAddr> {
+        raw.text().map_err(Some)?.parse().map_err(|_| None)
+    }
+    fn allowed(&self) -> String {
+        ALLOWED_SOCKET.to_string()
+    }
+    fn json(&self, value: &SocketAddr) -> Value {
+        Value::from(value.to_string())
+    }
+    fn env(
+        &self,
+        current: Option<&SocketAddr>,
+        vars: &[(&'static str, &str)],
+    ) -> EnvResult<SocketAddr> {
+        let mut addr = current.copied();
+        let mut result = EnvResult {
+            value: None,
+            problems: Vec::new(),
+            incomplete: None,
+        };
+        for (var, text) in vars {
+            let is_port = var.ends_with("_PORT");
+            let applied = match (is_port, addr) {
+                (false, Some(a)) => parse_ip(text).map(|ip| SocketAddr::new(ip, a.port())),
+                (true, Some(a)) => parse_count(Raw::Text(text), 0, u64::from(u16::MAX))
+                    .ok()
+                    .map(|port| SocketAddr::new(a.ip(), port as u16)),
+                // Listen addresses always have a default below them.
+                (_, None) => None,
+            };
+            match applied {
+                Some(a) => {
+                    addr = Some(a);
+                    result.value = Some((a, var));
+                }
+                None => result.problems.push(EnvProblem {
+                    var,
+                    problem: match (is_port, parse_count(Raw::Text(text), 0, 65535)) {
+                        (true, Err(problem)) => problem,
+                        _ => None,
+                    },
+                    allowed: (if is_port { ALLOWED_PORT } else { ALLOWED_IP }).to_string(),
+                }),
+            }
+        }
+        result
+    }
+}
+
+/// One of a fixed set of names, matched ASCII case-insensitively.
+pub(crate) struct Choice<T: 'static> {
+    all: &'static [T],
+    name: fn(&T) -> &'static str,
+}
+
+impl<T: Copy> Choice<T> {
+    pub const fn new(all: &'static [T], name: fn(&T) -> &'static str) -> Self {
+        Choice { all, name }
+    }
+}
+
+impl<T: Copy> Kind for Choice<T> {
+    type Value = T;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<T> {
+        let text = raw.text().map_err(Some)?;
+        self.all
+            .iter()
+            .find(|v| (self.name)(v).eq_ignore_ascii_case(text))
+            .copied()
+            .ok_or(None)
+    }
+    fn allowed(&self) -> String {
+        let names: Vec<&str> = self.all.iter().map(|v| (self.name)(v)).collect();
+        match names.split_last() {
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+    fn json(&self, value: &T) -> Value {
+        Value::from((self.name)(value))
+    }
+}
+
+/// Every log level, in the order shown in messages.
+pub(crate) const LEVELS: [LevelFilter; 6] = [
+    LevelFilter::Off,
+    LevelFilter::Error,
+    LevelFilter::Warn,
+    LevelFilter::Info,
+    LevelFilter::Debug,
+    LevelFilter::Trace,
+];
+
+/// The configuration spelling of a level.
+pub(crate) fn level_str(level: &LevelFilter) -> &'static str {
+    match level {
+        LevelFilter::Off => "off",
+        LevelFilter::Error => "error",
+        LevelFilter::Warn => "warn",
+        LevelFilter::Info => "info",
+        LevelFilter::Debug => "debug",
+        LevelFilter::Trace => "trace",
+    }
+}
+
+pub(crate) fn format_str(format: &LogFormat) -> &'static str {
+    format.as_str()
+}
+
+pub(crate) fn client_id_str(mode: &ClientIdMode) -> &'static str {
+    mode.as_str()
+}
+
+/// A secret token (the bearer token): never shown, in errors nor in the
+/// effective configuration.
+pub(crate) struct Token;
+
+impl Kind for Token {
+    type Value = Option<Secret>;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Option<Secret>> {
+        let text = raw.text().map_err(Some)?;
+        if text == SECRET_MASK {
+            return Err(Some(
+                "that is the mask check-config prints, not the token".to_string(),
+            ));
+        }
+        let ok = !text.is_empty()
+            && text.len() <= MAX_TOKEN_BYTES
+            && text.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(Some(Secret(text.to_string())))
+        } else {
+            Err(None)
+        }
+    }
+    fn allowed(&self) -> String {
+        format!("1 to {MAX_TOKEN_BYTES} visible ASCII characters without spaces")
+    }
+    fn json(&self, value: &Option<Secret>) -> Value {
+        value
+            .as_ref()
+            .map_or(Value::Null, |_| Value::from(SECRET_MASK))
+    }
+    fn secret(&self) -> bool {
+        true
+    }
+}
+
+/// The pool: `host:port`; `POOL_HOST` and `POOL_PORT` each replace their half.
+pub(crate) struct Pool;
+
+const ALLOWED_POOL: &str = "HOST:PORT with a DNS name or IP address and a port from 1 to 65535, \
+     e.g. pool.example.com:3333 or [2001:db8::1]:3333 (a stratum+tcp:// prefix is accepted)";
+const ALLOWED_POOL_HOST: &str = "a DNS name or IP address, e.g. pool.example.com";
+const ALLOWED_POOL_PORT: &str = "a port number from 1 to 65535";
+const POOL_WAYS: &str = "set \"pool\": \"HOST:PORT\" in the configuration file, \
+     POOL_HOST and POOL_PORT in the environment, or --pool HOST:PORT";
+
+/// The problem text for a pool address error (a bad host says nothing more
+/// than the allowed text does).
+pub(crate) fn pool_problem(error: PoolAddrError) -> Option<String> {
+    match error {
+        PoolAddrError::BadHost => None,
+        other => Some(other.to_string()),
+    }
+}
+
+impl Kind for Pool {
+    type Value = PoolAddr;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<PoolAddr> {
+        raw.text().map_err(Some)?.parse().map_err(pool_problem)
+    }
+    fn allowed(&self) -> String {
+        ALLOWED_POOL.to_string()
+    }
+    fn json(&self, value: &PoolAddr) -> Value {
+        Value::from(value.to_string())
+    }
+    fn env(
+        &self,
+        current: Option<&PoolAddr>,
+        vars: &[(&'static str, &str)],
+    ) -> EnvResult<PoolAddr> {
+        // Each half is checked on its own; they apply over the file's pool,
+        // or make one together.
+        let mut host = None;
+        let mut port = None;
+        let mut result = EnvResult {
+            value: None,
+            problems: Vec::new(),
+            incomplete: None,
+        };
+        for (var, text) in vars {
+            if var.ends_with("_PORT") {
+                match parse_count(Raw::Text(text), 1, u64::from(u16::MAX)) {
+                    Ok(p) => port = Some((p as u16, *var)),
+                    Err(problem) => result.problems.push(EnvProblem {
+                        var,
+                        problem,
+                        allowed: ALLOWED_POOL_PORT.to_string(),
+                    }),
+                }
+            } else {
+                match PoolAddr::new(text, 1) {
+                    Some(addr) => host = Some((addr.host().to_string(), *var)),
+                    None => result.problems.push(EnvProblem {
+                        var,
+                        problem: text.contains(':').then(|| {
+                            "the port goes in POOL_PORT, or give both to --pool HOST:PORT"
+                                .to_string()
+                        }),
+                        allowed: ALLOWED_POOL_HOST.to_string(),
+                    }),
+                }
+            }
+        }
+        let host_of_current = current.map(|c| c.host().to_string());
+        let port_of_current = current.map(PoolAddr::port);
+        let last_var = port.as_ref().map(|p| p.1).or(host.as_ref().map(|h| h.1));
+        let host = host.map(|h| h.0).or(host_of_current);
+        let port = port.map(|p| p.0).or(port_of_current);
+        match (host, port, last_var) {
+            (_, _, None) => {}
+            (Some(host), Some(port), Some(var)) => {
+                result.value = PoolAddr::new(&host, port).map(|addr| (addr, var));
+            }
+            (Some(_), None, Some(_)) => {
+                result.incomplete = Some(format!(
+                    "the host is set but not the port; set POOL_PORT, or {POOL_WAYS}"
+                ))
+            }
+            (None, Some(_), Some(_)) => {
+                result.incomplete = Some(format!(
+                    "the port is set but not the host; set POOL_HOST, or {POOL_WAYS}"
+                ))
+            }
+            (None, None, Some(_)) => {}
+        }
+        result
+    }
+    fn missing(&self) -> String {
+        format!("no default; {POOL_WAYS}")
+    }
+}
