@@ -539,18 +539,22 @@ impl Collector {
     }
 
     fn request(&self, conn: &mut ConnectionMeter, message: &Message<'_>) {
-        let Some(id) = message.id() else { return };
         let method = message.method().unwrap_or(Method::Other);
+        // Counted as the pool counts it, whatever its id: a submit with a
+        // null or missing id is still a share to the pool.
+        if method.is_share_submit() {
+            conn.client.submits.increment(1);
+            conn.client.totals.submits.fetch_add(1, Ordering::Relaxed);
+        }
+        // No id: no answer can be matched to it. A null id is tracked like
+        // any other (a pool that answers with id null is matched oldest first).
+        let Some(id) = message.id() else { return };
         let now_us = self.now_us();
         self.expire(conn, now_us);
         if conn.pending.len() >= MAX_PENDING_REQUESTS {
             conn.pending.pop_front();
             self.pool.pending.decrement(1.0);
             self.pool.expired.increment(1);
-        }
-        if method.is_share_submit() {
-            conn.client.submits.increment(1);
-            conn.client.totals.submits.fetch_add(1, Ordering::Relaxed);
         }
         let id_hash = hash_id(id.raw_bytes());
         if method.is_login() {
@@ -773,6 +777,13 @@ impl Observer for Collector {
                 direction: Direction::PoolToMiner,
                 message,
             } => self.response(conn, message),
+            // A submit with a null or missing id reads as a notification.
+            Event::Notification {
+                direction: Direction::MinerToPool,
+                message,
+            } if message.method().is_some_and(Method::is_share_submit) => {
+                self.request(conn, message)
+            }
             Event::Notification {
                 direction: Direction::PoolToMiner,
                 message,
@@ -1043,6 +1054,39 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, ["a", "b", "_other", "_other"]);
+    }
+
+    #[test]
+    fn submits_count_whatever_their_id_and_with_repeated_keys() {
+        let collector = collector(10);
+        let mut conn = authorize(
+            &collector,
+            7,
+            "bob.rig",
+            r#"{"id":2,"result":true,"error":null}"#,
+        );
+        for line in [
+            r#"{"id":null,"method":"mining.submit","params":["bob.rig","j","e","t","1"]}"#,
+            r#"{"method":"mining.submit","params":["bob.rig","j","e","t","2"]}"#,
+            r#"{"id":5,"method":"mining.ping","params":[],"method":"mining.submit"}"#,
+            r#"{"id":6,"method":"mining.submit","params":["bob.rig","j","e","t","3"],"id":6}"#,
+        ] {
+            feed(&collector, &mut conn, Direction::MinerToPool, line);
+        }
+        let submits = |c: &Collector| c.status()["clients"][1]["submits"].as_u64();
+        assert_eq!(collector.status()["clients"][1]["client_id"], "bob");
+        assert_eq!(submits(&collector), Some(4));
+        // The null id is matched by a pool that answers with id null.
+        for line in [
+            r#"{"id":null,"result":true,"error":null}"#,
+            r#"{"id":5,"result":true,"error":null}"#,
+            r#"{"id":6,"result":false,"error":[23,"Low difficulty share",null],"result":true}"#,
+        ] {
+            feed(&collector, &mut conn, Direction::PoolToMiner, line);
+        }
+        let bob = &collector.status()["clients"][1];
+        assert_eq!(bob["accepted"], 2);
+        assert_eq!(bob["rejected"], 1, "an error wins over result true");
     }
 
     #[test]
