@@ -74,9 +74,9 @@ macro_rules! config_keys {
                 flag "S" [Option<String>] "time for a miner to send its first line (default 30)";
             /// Time open relays may finish after a stop signal (may be zero).
             shutdown_grace_seconds => shutdown_grace: Duration = Some(DEFAULT_SHUTDOWN_GRACE),
-                Seconds { zero_allowed: true },
+                SecondsUpTo { max: MAX_SHUTDOWN_GRACE, zero_allowed: true },
                 env ["SHUTDOWN_GRACE_SECONDS"],
-                flag "S" [Option<String>] "time open relays may finish after SIGTERM, 0 allowed (default 30)";
+                flag "S" [Option<String>] "time open relays may finish after SIGTERM, 0 to 40 (default 30)";
             /// Time after which a request without response counts as expired.
             request_timeout_seconds => request_timeout: Duration = Some(DEFAULT_REQUEST_TIMEOUT),
                 Seconds { zero_allowed: false },

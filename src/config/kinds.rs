@@ -245,6 +245,31 @@ impl Kind for Seconds {
     }
 }
 
+/// Seconds from 0 (if allowed) up to `max`: a duration another component
+/// bounds (the unit's `TimeoutStopSec` bounds the shutdown grace).
+pub(crate) struct SecondsUpTo {
+    pub max: Duration,
+    pub zero_allowed: bool,
+}
+
+impl Kind for SecondsUpTo {
+    type Value = Duration;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Duration> {
+        parse_positive(raw, self.zero_allowed, self.max.as_secs_f64()).map(Duration::from_secs_f64)
+    }
+    fn allowed(&self) -> String {
+        let max = self.max.as_secs_f64();
+        if self.zero_allowed {
+            format!("a number of seconds from 0 to {max}")
+        } else {
+            format!("a number of seconds greater than 0 and at most {max}")
+        }
+    }
+    fn json(&self, value: &Duration) -> Value {
+        Value::from(value.as_secs_f64())
+    }
+}
+
 /// A listen address; its two environment variables (`*_HOST`, `*_PORT`)
 /// each replace their half of the address below.
 pub(crate) struct Listen;

@@ -55,7 +55,7 @@ use serde_json::Value;
 pub use error::{ConfigError, Layer};
 pub use file::MAX_CONFIG_FILE_BYTES;
 pub(crate) use keys::config_keys;
-use kinds::{Choice, Count, Kind, Listen, Pool, Rate, Raw, Seconds, Token};
+use kinds::{Choice, Count, Kind, Listen, Pool, Rate, Raw, Seconds, SecondsUpTo, Token};
 
 use crate::logging::LogFormat;
 // The relay's limits are defined once, with the relay's public API.
@@ -92,6 +92,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = limits::DEFAULT_IDLE_TIMEOUT;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = limits::DEFAULT_HANDSHAKE_TIMEOUT;
 /// Default time open relays may finish after SIGTERM before being closed.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Largest accepted `shutdown_grace_seconds`: below the unit's
+/// `TimeoutStopSec=45s`, so systemd never kills a drain that is still within
+/// its grace (`.ci/systemd.sh` checks the unit against this value).
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(40);
 /// Default time after which a request without response (e.g. a submit)
 /// stops being waited for and is counted as expired.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
