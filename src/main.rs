@@ -19,7 +19,7 @@ use stratum_proxy::config::{self, Config};
 use stratum_proxy::http::{App, HttpServer};
 use stratum_proxy::metrics::schema::build_recorder;
 use stratum_proxy::metrics::{Collector, CollectorOptions};
-use stratum_proxy::relay::{Limits, PoolAddr, Server};
+use stratum_proxy::relay::{AddressLimit, Keepalive, Limits, PerAddress, PoolAddr, Server};
 use stratum_proxy::{demo, logging, reactor, sdnotify};
 
 /// Exit code when a second SIGINT/SIGTERM cut the drain short.
@@ -83,6 +83,19 @@ fn run(config: Config) -> ExitCode {
         connect_timeout: config.connect_timeout,
         idle_timeout: config.idle_timeout,
         handshake_timeout: config.handshake_timeout,
+        keepalive: Keepalive {
+            idle: config.tcp_keepalive_idle,
+            interval: config.tcp_keepalive_interval,
+            probes: config.tcp_keepalive_probes,
+            user_timeout: config.tcp_user_timeout,
+        },
+        per_address: PerAddress {
+            default: AddressLimit {
+                max_connections: config.max_connections_per_address,
+                accept_rate_per_second: config.accept_rate_per_address,
+            },
+            overrides: config.address_overrides.clone(),
+        },
     };
     let executor = Arc::new(Executor::new());
     let (stop_workers, workers_stopped) = smol::channel::bounded::<()>(1);

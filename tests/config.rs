@@ -151,6 +151,60 @@ fn precedence_rows() -> Vec<Row> {
             [json!(1000), json!(1), json!(2), json!(1000000)],
         ),
         row(
+            "max_connections_per_address",
+            json!(2),
+            ("MAX_CONNECTIONS_PER_ADDRESS", "3"),
+            ("--max-connections-per-address", "4"),
+            [json!(64), json!(2), json!(3), json!(4)],
+        ),
+        row(
+            "accept_rate_per_address",
+            json!(0.5),
+            ("ACCEPT_RATE_PER_ADDRESS", "1"),
+            ("--accept-rate-per-address", "2.5"),
+            [json!(4.0), json!(0.5), json!(1.0), json!(2.5)],
+        ),
+        row(
+            "address_overrides",
+            json!(["10.0.0.0/8=100/10"]),
+            ("ADDRESS_OVERRIDES", "10.0.5.0/24=1000"),
+            ("--address-overrides", "::1=5/0.5, 192.168.0.0/16=7"),
+            [
+                json!([]),
+                json!(["10.0.0.0/8=100/10"]),
+                json!(["10.0.5.0/24=1000/1000"]),
+                json!(["::1/128=5/0.5", "192.168.0.0/16=7/7"]),
+            ],
+        ),
+        row(
+            "tcp_keepalive_idle_seconds",
+            json!(15),
+            ("TCP_KEEPALIVE_IDLE_SECONDS", "0"),
+            ("--tcp-keepalive-idle-seconds", "45"),
+            [json!(30.0), json!(15.0), json!(0.0), json!(45.0)],
+        ),
+        row(
+            "tcp_keepalive_interval_seconds",
+            json!(2),
+            ("TCP_KEEPALIVE_INTERVAL_SECONDS", "3"),
+            ("--tcp-keepalive-interval-seconds", "4"),
+            [json!(10.0), json!(2.0), json!(3.0), json!(4.0)],
+        ),
+        row(
+            "tcp_keepalive_probes",
+            json!(1),
+            ("TCP_KEEPALIVE_PROBES", "5"),
+            ("--tcp-keepalive-probes", "127"),
+            [json!(3), json!(1), json!(5), json!(127)],
+        ),
+        row(
+            "tcp_user_timeout_seconds",
+            json!(30),
+            ("TCP_USER_TIMEOUT_SECONDS", "0"),
+            ("--tcp-user-timeout-seconds", "90"),
+            [json!(60.0), json!(30.0), json!(0.0), json!(90.0)],
+        ),
+        row(
             "connect_timeout_seconds",
             json!(1),
             ("CONNECT_TIMEOUT_SECONDS", "2.5"),
@@ -379,7 +433,9 @@ fn errors_from_every_layer_are_collected() {
             format!(
                 "unknown key \"colour\" in file {path}; allowed keys: listen, pool, metrics_listen, \
                  log_level, log_format, max_connections, accept_rate_per_second, accept_burst, \
-                 connect_timeout_seconds, idle_timeout_seconds, handshake_timeout_seconds, \
+                 max_connections_per_address, accept_rate_per_address, address_overrides, \
+                 tcp_keepalive_idle_seconds, tcp_keepalive_interval_seconds, \
+                 tcp_keepalive_probes, tcp_user_timeout_seconds, connect_timeout_seconds, idle_timeout_seconds, handshake_timeout_seconds, \
                  shutdown_grace_seconds, request_timeout_seconds, health_interval_seconds, \
                  client_id, client_id_cap, threads, http_threads, metrics_token"
             ),
@@ -576,6 +632,13 @@ fn binary_check_config_prints_the_masked_effective_config() {
             "max_connections": 5000,
             "accept_rate_per_second": 50.5,
             "accept_burst": 200,
+            "max_connections_per_address": 500,
+            "accept_rate_per_address": 2.5,
+            "address_overrides": ["10.0.5.0/24=1000/100", "192.168.1.10/32=200/200"],
+            "tcp_keepalive_idle_seconds": 20.0,
+            "tcp_keepalive_interval_seconds": 5.0,
+            "tcp_keepalive_probes": 4,
+            "tcp_user_timeout_seconds": 40.0,
             "connect_timeout_seconds": 5.0,
             "idle_timeout_seconds": 600.0,
             "handshake_timeout_seconds": 20.0,

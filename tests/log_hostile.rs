@@ -77,7 +77,13 @@ fn a_connection_flood_is_rate_limited_and_what_was_held_back_is_counted() {
     const CONNECTIONS: usize = 3 * PEER_LINE_BURST as usize;
     let rt = SimRuntime::new();
     let pool = pool(&rt);
-    let proxy = Proxy::start(pool.local_addr(), &[], &[]);
+    // Every connection comes from 127.0.0.1: lift the per-address limits,
+    // so each one is opened (and logged or suppressed), none refused.
+    let proxy = Proxy::start(
+        pool.local_addr(),
+        &["--address-overrides", "127.0.0.1=100000/100000"],
+        &[],
+    );
     for _ in 0..CONNECTIONS {
         // Connect and close at once: one "opened" and one "closed" line each.
         drop(TcpStream::connect(proxy.listen).unwrap());

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::{ClientIdMode, MAX_DURATION, MAX_TOKEN_BYTES, SECRET_MASK, Secret};
 use crate::logging::LogFormat;
+use crate::relay::per_address::{AddressRule, parse_rules};
 use crate::relay::upstream::{PoolAddr, PoolAddrError};
 
 /// A value as one layer gave it: JSON from the file, text from the
@@ -267,6 +268,37 @@ impl Kind for SecondsUpTo {
     }
     fn json(&self, value: &Duration) -> Value {
         Value::from(value.as_secs_f64())
+    }
+}
+
+/// Per-address limits by network: `CIDR=CONNECTIONS[/RATE]` rules, as one
+/// comma-separated string (environment, flag, file) or a JSON array of
+/// rule strings (file).
+pub(crate) struct AddressRules;
+
+impl Kind for AddressRules {
+    type Value = Vec<AddressRule>;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Vec<AddressRule>> {
+        let text = match raw {
+            Raw::Json(Value::Array(items)) => {
+                let mut rules = Vec::with_capacity(items.len());
+                for item in items {
+                    let text = Raw::Json(item).text().map_err(Some)?;
+                    rules.extend(parse_rules(text).map_err(|e| Some(e.to_string()))?);
+                }
+                return Ok(rules);
+            }
+            other => other.text().map_err(Some)?,
+        };
+        parse_rules(text).map_err(|e| Some(e.to_string()))
+    }
+    fn allowed(&self) -> String {
+        "rules CIDR=CONNECTIONS or CIDR=CONNECTIONS/RATE, comma-separated \
+         (or a JSON array of them), e.g. \"10.0.5.0/24=1000/100, 192.168.1.10=200\""
+            .to_string()
+    }
+    fn json(&self, value: &Vec<AddressRule>) -> Value {
+        Value::from(value.iter().map(ToString::to_string).collect::<Vec<_>>())
     }
 }
 

@@ -192,8 +192,9 @@ struct PoolMetrics {
     timeouts: [Counter; 2],
     pending: Gauge,
     expired: Counter,
-    /// max_connections, rate_limit.
-    refused: [Counter; 2],
+    /// Indexed like [`RefuseReason`]: max_connections, rate_limit,
+    /// max_connections_per_address, rate_limit_per_address.
+    refused: [Counter; 4],
     reachable: Gauge,
 }
 
@@ -340,8 +341,13 @@ impl Collector {
                 .map(|k| r.counter(CONNECTION_TIMEOUTS_TOTAL, &with("kind", k))),
             pending: r.gauge(PENDING_REQUESTS, &p),
             expired: r.counter(EXPIRED_REQUESTS_TOTAL, &p),
-            refused: [RefuseReason::MaxConnections, RefuseReason::RateLimit]
-                .map(|reason| r.counter(REFUSED_CONNECTIONS_TOTAL, &[("reason", reason.as_str())])),
+            refused: [
+                RefuseReason::MaxConnections,
+                RefuseReason::RateLimit,
+                RefuseReason::AddressConnections,
+                RefuseReason::AddressRateLimit,
+            ]
+            .map(|reason| r.counter(REFUSED_CONNECTIONS_TOTAL, &[("reason", reason.as_str())])),
             reachable: r.gauge(POOL_REACHABLE, &p),
         };
         r.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))])

@@ -52,6 +52,7 @@ pub(crate) async fn serve<O: Observer>(
     // Consumes `info`, which so does not live in the task for good.
     let mut conn = ObservedConnection::open(observer, info);
     let _ = miner.set_nodelay(true);
+    let _ = limits.keepalive.apply(&miner);
     // Registered here, on the executor thread that runs the task, so its
     // events are that thread's reactor's.
     let miner = match Registered::new(miner) {
@@ -84,6 +85,7 @@ pub(crate) async fn serve<O: Observer>(
         }
     };
     let _ = pool.get_ref().set_nodelay(true);
+    let _ = limits.keepalive.apply(pool.get_ref());
 
     let relay = Relay {
         sockets: [miner, pool],

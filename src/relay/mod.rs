@@ -6,7 +6,9 @@
 pub mod connection;
 mod deadline;
 pub mod event;
+pub mod keepalive;
 pub mod limits;
+pub mod per_address;
 pub mod server;
 pub mod upstream;
 
@@ -14,6 +16,8 @@ pub use event::{
     CloseReason, ConnectionInfo, Direction, Event, NoObserver, Observer, RefuseReason, Side,
     UpstreamFailure,
 };
+pub use keepalive::Keepalive;
 pub use limits::Limits;
+pub use per_address::{AddressLimit, AddressRule, Cidr, PerAddress};
 pub use server::{Server, ServerHandle};
 pub use upstream::PoolAddr;
