@@ -1095,6 +1095,106 @@ mod tests {
         assert_eq!(bob["rejected"], 1, "an error wins over result true");
     }
 
+    fn gauge(rendered: &str, name: &str) -> f64 {
+        rendered
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// One line of a session, miner to pool (`true`) or pool to miner.
+    fn session_line() -> impl proptest::strategy::Strategy<Value = (bool, String)> {
+        use proptest::prelude::*;
+        let id = prop_oneof![
+            (0u8..6).prop_map(|n| format!("\"id\":{n},")),
+            Just("\"id\":null,".to_string()),
+            Just(String::new()),
+            Just("\"id\":\"a\",".to_string()),
+            Just("\"id\":1,\"id\":2,".to_string()),
+        ];
+        let user = "[a-z.\\n<>0-9]{0,6}";
+        prop_oneof![
+            id.clone().prop_map(|id| (
+                true,
+                format!(r#"{{{id}"method":"mining.submit","params":["w","j","e","t","n"]}}"#)
+            )),
+            (id.clone(), user).prop_map(|(id, u)| (
+                true,
+                format!(r#"{{{id}"method":"mining.authorize","params":["{u}","p"]}}"#)
+            )),
+            (
+                id.clone(),
+                prop_oneof![Just("true"), Just("false"), Just("null")],
+                any::<bool>()
+            )
+                .prop_map(|(id, result, error)| (
+                    false,
+                    format!(
+                        r#"{{{id}"result":{result},"error":{}}}"#,
+                        if error {
+                            r#"[23,"Low difficulty",null]"#
+                        } else {
+                            "null"
+                        }
+                    )
+                )),
+            (0u16..2000).prop_map(|d| (
+                false,
+                format!(r#"{{"id":null,"method":"mining.set_difficulty","params":[{d}]}}"#)
+            )),
+            Just((true, "not json at all".to_string())),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any session: the collector never panics, counts every submit
+        /// line, never answers more submits than were sent, and leaves
+        /// nothing pending once the connection is closed.
+        #[test]
+        fn any_session_keeps_the_books_straight(
+            lines in proptest::collection::vec(session_line(), 0..40)
+        ) {
+            let collector = collector(3);
+            let info = ConnectionInfo {
+                id: 1,
+                peer: "127.0.0.1:1".parse().unwrap(),
+                accepted_at: Instant::now(),
+            };
+            let mut conn = collector.accepted(&info);
+            let mut submits = 0u64;
+            for (up, line) in &lines {
+                let direction = if *up { Direction::MinerToPool } else { Direction::PoolToMiner };
+                match Message::parse(line.as_bytes()) {
+                    Ok(_) => {
+                        if *up && line.contains("mining.submit") {
+                            submits += 1;
+                        }
+                        feed(&collector, &mut conn, direction, line);
+                    }
+                    Err(failure) => collector.event(
+                        &mut conn,
+                        Event::ParseFailed { direction, failure, line_bytes: line.len() },
+                    ),
+                }
+            }
+            collector.event(&mut conn, Event::Closed {
+                duration: Duration::from_secs(1),
+                miner_to_pool_bytes: 0,
+                pool_to_miner_bytes: 0,
+                reason: CloseReason::MinerClosed,
+            });
+            let status = collector.status();
+            let pool = &status["pools"][0];
+            proptest::prop_assert_eq!(pool["submits"].as_u64(), Some(submits));
+            let answered = pool["accepted"].as_u64().unwrap() + pool["rejected"].as_u64().unwrap();
+            proptest::prop_assert!(answered <= submits, "{} answered of {}", answered, submits);
+            let rendered = collector.recorder.handle().render();
+            proptest::prop_assert_eq!(gauge(&rendered, "stratum_pending_requests"), 0.0);
+            proptest::prop_assert!(status["clients"].as_array().unwrap().len() <= 5);
+        }
+    }
+
     #[test]
     fn truncate_respects_char_boundaries() {
         assert_eq!(truncate("abc", 2), "ab");
