@@ -14,7 +14,8 @@
 //!   reading the client: bytes beyond the request stay in the kernel's
 //!   socket buffer (bounded) and are dropped with the connection.
 //! - admits at most [`MAX_HTTP_CONNECTIONS`] at once and
-//!   [`MAX_HTTP_CONNECTIONS_PER_ADDRESS`] per source address. When either is
+//!   [`MAX_HTTP_CONNECTIONS_PER_ADDRESS`] per source (an IPv4 address or
+//!   an IPv6 /64). When either is
 //!   full, a connection that has not sent a complete head yet is evicted
 //!   (from the address holding the most, oldest first), so a new scraper
 //!   always gets in; only when every slot is serving a complete request is
@@ -565,7 +566,8 @@ async fn gate(
                     continue;
                 }
             };
-            let Some((id, evicted)) = table.borrow_mut().admit(peer.ip()) else {
+            let source = crate::relay::per_address::source_key(peer.ip());
+            let Some((id, evicted)) = table.borrow_mut().admit(source) else {
                 log::debug!("metrics port: every slot is serving a request; closed peer={peer}");
                 continue; // Dropped: closed at once.
             };

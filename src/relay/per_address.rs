@@ -7,7 +7,8 @@
 //! opens many, so a network can be given more (or less) by CIDR; the most
 //! specific (longest prefix) rule that contains the address wins.
 //!
-//! The table holds one entry per address with a connection open or a token
+//! One source is an IPv4 address or an IPv6 /64 ([`source_key`]). The
+//! table holds one entry per source with a connection open or a token
 //! bucket not yet full again, so its size is bounded by the connections
 //! open plus the addresses seen in the last refill period.
 
@@ -234,6 +235,15 @@ struct Entry {
     refilled: Instant,
 }
 
+/// What counts as one source: an IPv4 address, or an IPv6 /64 (a host
+/// picks any address in its /64 at will, SLAAC privacy addresses rotate).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
 /// Entries past which the table drops addresses with nothing open and a
 /// full bucket (they would start from a full bucket anyway).
 const PRUNE_ABOVE: usize = 4096;
@@ -263,8 +273,8 @@ impl AddressTable {
     /// Admits one more connection from `ip` at `now`, or says which
     /// per-address limit refuses it.
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<AddressGuard, RefuseReason> {
-        let ip = ip.to_canonical();
         let limit = self.limits.limit_for(ip);
+        let ip = source_key(ip);
         if limit == AddressLimit::UNLIMITED {
             return Ok(AddressGuard {
                 ip,
@@ -306,7 +316,7 @@ impl AddressTable {
     /// Connections open from `ip` (for tests and status).
     pub fn open(&self, ip: IpAddr) -> usize {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(&ip.to_canonical()).map_or(0, |e| e.open)
+        entries.get(&source_key(ip)).map_or(0, |e| e.open)
     }
 }
 
@@ -412,6 +422,26 @@ mod tests {
                 .admit(ip("127.0.0.2"), now + Duration::from_secs(1))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn an_ipv6_host_cannot_dodge_its_cap_by_changing_address() {
+        let table = AddressTable::new(PerAddress {
+            default: AddressLimit {
+                max_connections: 2,
+                accept_rate_per_second: 100.0,
+            },
+            overrides: Vec::new(),
+        });
+        let now = Instant::now();
+        let _a = table.admit(ip("fd00:1:2:3::1"), now).unwrap();
+        let _b = table.admit(ip("fd00:1:2:3:ffff::2"), now).unwrap();
+        assert!(matches!(
+            table.admit(ip("fd00:1:2:3:abcd::9"), now),
+            Err(RefuseReason::AddressConnections)
+        ));
+        assert!(table.admit(ip("fd00:1:2:4::1"), now).is_ok(), "another /64");
+        assert_eq!(source_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
     }
 
     proptest! {
