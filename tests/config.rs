@@ -708,3 +708,73 @@ fn binary_version_help_and_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--bogus"));
 }
+
+// ---- fuzzing the loader ------------------------------------------------------
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use stratum_proxy::config::ENV_VARS;
+
+    /// Text an operator (or a fuzzer) might put in a variable.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9.:/=, \\[\\]a-f-]{0,24}",
+            any::<String>().prop_map(|s| s.chars().take(24).collect()),
+            Just("18446744073709551616".to_string()),
+            Just("1e309".to_string()),
+            Just("NaN".to_string()),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            text().prop_map(Value::String),
+            prop::collection::vec(text().prop_map(Value::String), 0..3).prop_map(Value::Array),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any value for any key in the file and any text in any variable:
+        /// the loader never panics, and a configuration it accepts is
+        /// printed (check-config) as a file that loads back to the same.
+        #[test]
+        fn any_file_and_environment_load_or_are_refused_cleanly(
+            file_key in prop::sample::select(KEYS.to_vec()),
+            file_value in json_value(),
+            env in prop::collection::vec(
+                (prop::sample::select(ENV_VARS
+                    .iter()
+                    .flat_map(|(_, v)| v.iter().copied())
+                    // The secret is printed masked: it cannot round-trip.
+                    .filter(|v| *v != "METRICS_TOKEN")
+                    .collect::<Vec<_>>()), text()),
+                0..3,
+            ),
+        ) {
+            prop_assume!(file_key != "metrics_token");
+            let file = temp_file(&json!({ file_key: file_value }).to_string());
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let loaded = load(
+                &["--config", file.to_str().unwrap(), "--pool", "pool.example.com:3333"],
+                &env,
+            );
+            let _ = std::fs::remove_file(&file);
+            if let Ok(config) = loaded {
+                let printed = temp_file(&config.effective_json().to_string());
+                let again = load_file(&printed);
+                let _ = std::fs::remove_file(&printed);
+                let again = again.unwrap_or_else(|e| panic!("{:?}", e.iter().map(ToString::to_string).collect::<Vec<_>>()));
+                prop_assert_eq!(again, config);
+            }
+        }
+    }
+}

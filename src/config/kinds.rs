@@ -225,7 +225,19 @@ pub(crate) struct Seconds {
 }
 
 pub(crate) fn parse_seconds(raw: Raw<'_>, zero_allowed: bool) -> Parsed<Duration> {
-    parse_positive(raw, zero_allowed, MAX_DURATION.as_secs_f64()).map(Duration::from_secs_f64)
+    seconds_up_to(raw, zero_allowed, MAX_DURATION)
+}
+
+/// Seconds in `0..=max` (or `>0`), as a [`Duration`]. A positive number
+/// below a nanosecond would become a zero duration (an idle timeout that
+/// fires at once): refused where zero is.
+fn seconds_up_to(raw: Raw<'_>, zero_allowed: bool, max: Duration) -> Parsed<Duration> {
+    let seconds = parse_positive(raw, zero_allowed, max.as_secs_f64())?;
+    let duration = Duration::from_secs_f64(seconds);
+    if duration.is_zero() && !zero_allowed {
+        return Err(Some("less than a nanosecond".to_string()));
+    }
+    Ok(duration)
 }
 
 impl Kind for Seconds {
@@ -256,7 +268,7 @@ pub(crate) struct SecondsUpTo {
 impl Kind for SecondsUpTo {
     type Value = Duration;
     fn parse(&self, raw: Raw<'_>) -> Parsed<Duration> {
-        parse_positive(raw, self.zero_allowed, self.max.as_secs_f64()).map(Duration::from_secs_f64)
+        seconds_up_to(raw, self.zero_allowed, self.max)
     }
     fn allowed(&self) -> String {
         let max = self.max.as_secs_f64();
