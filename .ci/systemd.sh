@@ -6,7 +6,11 @@
 #   3. systemd-analyze verify --root must print nothing (it exits 0 on mere
 #      parse warnings, so any output fails the check);
 #   4. systemd-analyze security --offline=true: prints the exposure score and
-#      fails above 1.5.
+#      fails above 1.5;
+#   5. systemd-tmpfiles --root makes config.json root:stratum-proxy 0640;
+#   6. the unit's TimeoutStopSec is above the largest shutdown_grace_seconds
+#      the config accepts (MAX_SHUTDOWN_GRACE in src/config/mod.rs), so
+#      systemd never kills a drain still within its grace.
 # Usage: .ci/systemd.sh [--binary PATH]   (default: target/firmware/stratum-proxy-aarch64,
 #        which .ci/firmware.sh leaves behind)
 set -euo pipefail
@@ -61,5 +65,24 @@ else
     fi
 fi
 
-if [ "$fail" = 0 ]; then echo "systemd: 3 passed, 0 failed"; else echo "systemd: FAILED"; fi
+echo "== systemd-tmpfiles --root --create stratum-proxy.conf"
+systemd-tmpfiles --root="$root" --create "$root/usr/lib/tmpfiles.d/stratum-proxy.conf" || true
+gid=$(awk -F: '$1 == "stratum-proxy" { print $3 }' "$root/etc/group")
+mode=$(stat -c '%a %u %g' "$root/etc/stratum-proxy/config.json")
+if [ "$mode" = "640 0 $gid" ]; then
+    echo "config.json: mode 640, root:stratum-proxy"
+else
+    echo "FAIL: config.json is '$mode' (mode uid gid), want '640 0 $gid'"; fail=1
+fi
+
+echo "== TimeoutStopSec > MAX_SHUTDOWN_GRACE"
+stop=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)s$/\1/p' systemd/stratum-proxy.service)
+grace=$(sed -n 's/^pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(\([0-9]*\));$/\1/p' src/config/mod.rs)
+if [ -n "$stop" ] && [ -n "$grace" ] && [ "$stop" -gt "$grace" ]; then
+    echo "TimeoutStopSec=${stop}s > max grace ${grace}s"
+else
+    echo "FAIL: TimeoutStopSec='${stop}' (seconds) must exceed MAX_SHUTDOWN_GRACE='${grace}'"; fail=1
+fi
+
+if [ "$fail" = 0 ]; then echo "systemd: 5 passed, 0 failed"; else echo "systemd: FAILED"; fi
 exit "$fail"

@@ -143,7 +143,8 @@ EOF
             "${pin[@]}" "$PROXY" --listen "127.0.0.1:$listen" --pool "127.0.0.1:$pool" \
                 --metrics-listen "127.0.0.1:$METRICS_PORT" --log-level warn --log-format text \
                 --threads "$threads" --max-connections 30000 --accept-burst 30000 \
-                --accept-rate-per-second 100000 >"$WORK/$name.log" 2>&1 &
+                --accept-rate-per-second 100000 \
+                --address-overrides 127.0.0.0/8=1000000/1000000 >"$WORK/$name.log" 2>&1 &
             ;;
         *) echo "compare.sh: unknown target $name" >&2; return 1 ;;
     esac

@@ -4,7 +4,8 @@
 #   DIR/usr/bin/stratum-proxy                          the static binary
 #   DIR/usr/lib/systemd/system/stratum-proxy.service   the hardened unit
 #   DIR/usr/lib/sysusers.d/stratum-proxy.conf          its system user
-#   DIR/etc/stratum-proxy/config.json                  default config (edit: pool)
+#   DIR/usr/lib/tmpfiles.d/stratum-proxy.conf          config.json root:stratum-proxy 0640
+#   DIR/etc/stratum-proxy/config.json                  default config (edit: pool), 0640
 #   DIR/etc/systemd/system/multi-user.target.wants/stratum-proxy.service
 #                                                       enables the unit
 #   DIR/usr/share/doc/stratum-proxy/monitoring/        Prometheus rules and the
@@ -59,9 +60,10 @@ fi
 install -D -m 0755 "$binary" "$out/usr/bin/stratum-proxy"
 install -D -m 0644 "$systemd_dir/stratum-proxy.service" "$out/usr/lib/systemd/system/stratum-proxy.service"
 install -D -m 0644 "$systemd_dir/stratum-proxy.sysusers" "$out/usr/lib/sysusers.d/stratum-proxy.conf"
-# 0644: the shipped default holds no secret. An operator who adds pool
-# credentials makes it root:stratum-proxy 0640.
-install -D -m 0644 "$config" "$out/etc/stratum-proxy/config.json"
+install -D -m 0644 "$systemd_dir/stratum-proxy.tmpfiles" "$out/usr/lib/tmpfiles.d/stratum-proxy.conf"
+# 0640: it may hold pool credentials or the metrics token. The tarball is
+# root:root; tmpfiles.d gives the group stratum-proxy at boot.
+install -D -m 0640 "$config" "$out/etc/stratum-proxy/config.json"
 # Enable it the way `systemctl enable` does (an overlay is copied after
 # buildroot's preset-all and may be unpacked onto a system that never runs
 # presets again, so a preset file would not be enough).

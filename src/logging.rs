@@ -1,9 +1,7 @@
 //! Logging setup: one `log` backend for the whole process, in one of three
 //! line formats.
 //!
-//! - **text**: human readable, with an RFC 3339 UTC timestamp, through
-//!   simplelog (`TermLogger` with colours on a terminal, `WriteLogger`
-//!   otherwise).
+//! - **text**: human readable, `<RFC 3339 UTC time> [LEVEL] target: message`.
 //! - **journald**: every line starts with its syslog priority (`<3>` error,
 //!   `<4>` warn, `<6>` info, `<7>` debug and trace) and has no timestamp, so
 //!   journald stores the right priority and `journalctl -p warning` filters
@@ -12,23 +10,38 @@
 //! - **json**: one object per line, `{"ts","level","target","msg"}`, `ts` in
 //!   RFC 3339 UTC with milliseconds.
 //!
-//! Each record is written with a single `write` of a whole line (or, for a
-//! multi-line message in journald format, of all its prefixed lines), so
-//! lines from different threads never interleave. Records from other crates
-//! are capped at `info`, so `LOG_LEVEL=trace` traces this program without
-//! flooding the journal with the I/O reactor's own trace lines.
+//! Logs that cannot lie: every control character in a message (newline,
+//! carriage return, escape, DEL, C1 ...) is written escaped (`\n`, `\u{1b}`),
+//! in every format, so a peer-supplied string such as a user name
+//! `"x\n<3>forged"` stays inside its own line and cannot pick a priority.
+//! Records from other crates are capped at `info`, so `LOG_LEVEL=trace`
+//! traces this program without flooding the journal with the I/O reactor's
+//! own trace lines.
+//!
+//! Logs that cannot drown or stall: the process logger formats a record on
+//! the calling thread and hands the line to a writer thread through a
+//! bounded queue ([`QUEUE_LINES`]); when the queue is full (journald
+//! throttling us, a stuck terminal) the line is dropped and counted, and the
+//! writer reports "N log lines dropped" once it catches up. A relay thread
+//! never waits for a write. Lines about peers (connections opened, closed,
+//! refused, authorizing ...) go through [`peer_line`], a token bucket per
+//! [`PeerLine`] kind ([`PEER_LINE_BURST`], [`PEER_LINES_PER_SECOND`]); what
+//! it holds back is reported every [`SUMMARY_INTERVAL`] as "N similar lines
+//! suppressed".
 //!
 //! Call sites follow the house format: connection lines carry
 //! `conn=<id> peer=<addr>`; never a password or a whole authorize line.
 
-use std::fmt;
-use std::io::{self, IsTerminal, LineWriter, Write};
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::io::{self, Write};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use simplelog::{ColorChoice, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
 
 /// Log targets (crate names) that get the full configured level; records from
 /// any other crate are shown at `info` and above only.
@@ -154,30 +167,23 @@ impl fmt::Display for InitError {
 
 impl std::error::Error for InitError {}
 
+/// Lines the writer thread may have waiting; more are dropped and counted.
+pub const QUEUE_LINES: usize = 4096;
+/// How often the writer reports dropped and suppressed lines.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// Lines of one [`PeerLine`] kind allowed at once.
+pub const PEER_LINE_BURST: u32 = 200;
+/// Lines of one [`PeerLine`] kind allowed per second, on average.
+pub const PEER_LINES_PER_SECOND: u32 = 50;
+/// Longest `flush` waits for the writer thread.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
 /// Installs the process logger writing to stderr and returns the format it
 /// chose (`auto` decided from the process's `JOURNAL_STREAM`).
 pub fn init(level: LevelFilter, format: LogFormat) -> Result<LogFormat, InitError> {
     let journal_stream = std::env::var(JOURNAL_STREAM_VAR).ok();
     let format = format.resolve(journal_stream.as_deref());
-    let logger = match format {
-        LogFormat::Text if io::stderr().is_terminal() => Logger::from_shared(
-            level,
-            TermLogger::new(
-                LevelFilter::Trace,
-                text_config(),
-                TerminalMode::Stderr,
-                ColorChoice::Auto,
-            ),
-        ),
-        // The line writer turns simplelog's several small writes per record
-        // into one write per line.
-        _ => Logger::new(
-            level,
-            format,
-            LineWriter::with_capacity(64 * 1024, io::stderr()),
-        ),
-    };
-    install(logger)?;
+    install(Logger::queued(level, format, io::stderr(), QUEUE_LINES))?;
     Ok(format)
 }
 
@@ -188,7 +194,7 @@ pub fn init_with_writer<W: Write + Send + 'static>(
     format: LogFormat,
     writer: W,
 ) -> Result<(), InitError> {
-    install(Logger::new(level, format, writer))
+    install(Logger::queued(level, format, writer, QUEUE_LINES))
 }
 
 fn install(logger: Logger) -> Result<(), InitError> {
@@ -198,20 +204,127 @@ fn install(logger: Logger) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Flushes the installed logger (call before exiting).
+/// Flushes the installed logger: waits (a bounded time) until the writer
+/// thread has written every queued line (call before exiting).
 pub fn flush() {
     log::logger().flush();
 }
 
-/// simplelog settings for the text format: RFC 3339 UTC time, level, target.
-fn text_config() -> simplelog::Config {
-    ConfigBuilder::new()
-        .set_time_format_rfc3339()
-        .set_time_level(LevelFilter::Error)
-        .set_target_level(LevelFilter::Error)
-        .set_thread_level(LevelFilter::Off)
-        .set_location_level(LevelFilter::Off)
-        .build()
+/// Kinds of log lines about peers, each rate-limited on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerLine {
+    /// A miner connection opened.
+    Opened,
+    /// A miner connection closed.
+    Closed,
+    /// A `mining.authorize` (or login) seen.
+    Authorizing,
+    /// The pool accepted an authorize.
+    Authorized,
+    /// A connection refused by a limit.
+    Refused,
+    /// The pool could not be reached for a miner.
+    UpstreamFailed,
+}
+
+impl PeerLine {
+    /// Every kind, in declaration order.
+    pub const ALL: [PeerLine; 6] = [
+        PeerLine::Opened,
+        PeerLine::Closed,
+        PeerLine::Authorizing,
+        PeerLine::Authorized,
+        PeerLine::Refused,
+        PeerLine::UpstreamFailed,
+    ];
+
+    /// The name used in the suppression summary.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PeerLine::Opened => "connection opened",
+            PeerLine::Closed => "connection closed",
+            PeerLine::Authorizing => "authorizing",
+            PeerLine::Authorized => "authorized",
+            PeerLine::Refused => "connection refused",
+            PeerLine::UpstreamFailed => "pool unreachable",
+        }
+    }
+}
+
+/// Token buckets, one per [`PeerLine`] kind, and what each suppressed.
+pub struct PeerLimiter {
+    buckets: Mutex<[(f64, Option<Instant>); 6]>,
+    suppressed: [AtomicU64; 6],
+    burst: u32,
+    per_second: u32,
+}
+
+impl PeerLimiter {
+    /// A limiter allowing `burst` lines at once and `per_second` on average.
+    pub const fn new(burst: u32, per_second: u32) -> PeerLimiter {
+        PeerLimiter {
+            buckets: Mutex::new([(0.0, None); 6]),
+            suppressed: [const { AtomicU64::new(0) }; 6],
+            burst,
+            per_second,
+        }
+    }
+
+    /// Whether a line of `kind` may be written at `now` (else it is counted).
+    pub fn allow_at(&self, kind: PeerLine, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let (tokens, last) = &mut buckets[kind as usize];
+        let refill = match last {
+            None => f64::from(self.burst),
+            Some(last) => {
+                now.saturating_duration_since(*last).as_secs_f64() * f64::from(self.per_second)
+            }
+        };
+        *tokens = (*tokens + refill).min(f64::from(self.burst));
+        *last = Some(now);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            self.suppressed[kind as usize].fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Lines of `kind` suppressed since the last call (and resets that).
+    pub fn take_suppressed(&self, kind: PeerLine) -> u64 {
+        self.suppressed[kind as usize].swap(0, Ordering::Relaxed)
+    }
+}
+
+static PEER_LIMITER: PeerLimiter = PeerLimiter::new(PEER_LINE_BURST, PEER_LINES_PER_SECOND);
+
+/// Whether a log line of `kind` about a peer may be written now; call it
+/// only when the line's level is enabled (it spends a token). What it holds
+/// back is reported as "N similar lines suppressed".
+pub fn peer_line(kind: PeerLine) -> bool {
+    PEER_LIMITER.allow_at(kind, Instant::now())
+}
+
+/// `text` with every control character escaped (`\n`, `\r`, `\t`,
+/// else `\u{..}`); borrowed when there is none.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A `log::Log` backend: filters by level and target, then formats each
@@ -219,46 +332,125 @@ fn text_config() -> simplelog::Config {
 /// without installing it globally.
 pub struct Logger {
     level: LevelFilter,
-    sink: Sink,
+    format: LogFormat,
+    output: Output,
 }
 
-enum Sink {
-    /// simplelog's text format (it filters by our level before us only
-    /// through `enabled`, so it is built with `Trace`).
-    Text(Box<dyn SharedLogger>),
-    /// Our own line formats: `Journald` or `Json`.
-    Lines {
-        format: LogFormat,
-        writer: Mutex<Box<dyn Write + Send>>,
+enum Output {
+    /// Written on the calling thread (tests).
+    Direct(Mutex<Box<dyn Write + Send>>),
+    /// Handed to the writer thread.
+    Queue {
+        lines: SyncSender<Command>,
+        dropped: Arc<AtomicU64>,
     },
 }
 
+enum Command {
+    Line(Vec<u8>),
+    Flush(SyncSender<()>),
+}
+
 impl Logger {
-    /// A logger at `level` writing `format` lines to `writer`; `auto` means text.
+    /// A logger at `level` writing `format` lines to `writer` on the calling
+    /// thread; `auto` means text.
     pub fn new<W: Write + Send + 'static>(
         level: LevelFilter,
         format: LogFormat,
         writer: W,
     ) -> Logger {
-        match format {
-            LogFormat::Journald | LogFormat::Json => Logger {
-                level,
-                sink: Sink::Lines {
-                    format,
-                    writer: Mutex::new(Box::new(writer)),
-                },
-            },
-            LogFormat::Auto | LogFormat::Text => Logger::from_shared(
-                level,
-                WriteLogger::new(LevelFilter::Trace, text_config(), writer),
-            ),
+        Logger {
+            level,
+            format,
+            output: Output::Direct(Mutex::new(Box::new(writer))),
         }
     }
 
-    fn from_shared(level: LevelFilter, inner: Box<dyn SharedLogger>) -> Logger {
+    /// A logger whose lines a writer thread writes to `writer`, with at
+    /// most `capacity` lines waiting (more are dropped and counted).
+    pub fn queued<W: Write + Send + 'static>(
+        level: LevelFilter,
+        format: LogFormat,
+        writer: W,
+        capacity: usize,
+    ) -> Logger {
+        let (lines, queue) = mpsc::sync_channel(capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counted = dropped.clone();
+        // If the thread cannot start, every line is dropped and counted:
+        // logging must not take the process down.
+        let _ = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || write_lines(queue, writer, format, &counted));
         Logger {
             level,
-            sink: Sink::Text(inner),
+            format,
+            output: Output::Queue { lines, dropped },
+        }
+    }
+
+    /// Lines dropped because the writer thread was behind (not yet reported).
+    pub fn dropped(&self) -> u64 {
+        match &self.output {
+            Output::Direct(_) => 0,
+            Output::Queue { dropped, .. } => dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writer thread: writes queued lines, and every [`SUMMARY_INTERVAL`]
+/// reports lines dropped or suppressed since the last report.
+fn write_lines<W: Write>(
+    queue: mpsc::Receiver<Command>,
+    mut writer: W,
+    format: LogFormat,
+    dropped: &AtomicU64,
+) {
+    let mut next_summary = Instant::now() + SUMMARY_INTERVAL;
+    loop {
+        let wait = next_summary.saturating_duration_since(Instant::now());
+        match queue.recv_timeout(wait) {
+            Ok(Command::Line(line)) => {
+                // Nowhere to report a failed log write: drop the line.
+                let _ = writer.write_all(&line);
+            }
+            Ok(Command::Flush(done)) => {
+                let _ = writer.flush();
+                let _ = done.send(());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if Instant::now() >= next_summary {
+            next_summary = Instant::now() + SUMMARY_INTERVAL;
+            let mut summary = Vec::new();
+            let lost = dropped.swap(0, Ordering::Relaxed);
+            if lost > 0 {
+                summary.push(format!(
+                    "{lost} log lines dropped: the log writer could not keep up"
+                ));
+            }
+            for kind in PeerLine::ALL {
+                let n = PEER_LIMITER.take_suppressed(kind);
+                if n > 0 {
+                    summary.push(format!(
+                        "{n} similar lines suppressed in the last {}s ({})",
+                        SUMMARY_INTERVAL.as_secs(),
+                        kind.as_str()
+                    ));
+                }
+            }
+            for message in summary {
+                let line = format_line(
+                    format,
+                    Level::Warn,
+                    "stratum_proxy::logging",
+                    &message,
+                    SystemTime::now(),
+                );
+                let _ = writer.write_all(&line);
+            }
+            let _ = writer.flush();
         }
     }
 }
@@ -288,65 +480,93 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        match &self.sink {
-            Sink::Text(inner) => inner.log(record),
-            Sink::Lines { format, writer } => {
-                let line = match format {
-                    LogFormat::Json => json_line(record, SystemTime::now()),
-                    _ => journald_lines(record),
-                };
+        let message = record.args().to_string();
+        let line = format_line(
+            self.format,
+            record.level(),
+            record.target(),
+            &message,
+            SystemTime::now(),
+        );
+        match &self.output {
+            Output::Direct(writer) => {
                 // A poisoned lock only means another thread panicked while
                 // logging; the writer itself is still usable.
                 let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
-                // Nowhere to report a failed log write: drop the line.
                 let _ = writer.write_all(&line);
                 let _ = writer.flush();
             }
+            Output::Queue { lines, dropped } => match lines.try_send(Command::Line(line)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            },
         }
     }
 
     fn flush(&self) {
-        match &self.sink {
-            Sink::Text(inner) => inner.flush(),
-            Sink::Lines { writer, .. } => {
+        match &self.output {
+            Output::Direct(writer) => {
                 let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
                 let _ = writer.flush();
+            }
+            Output::Queue { lines, .. } => {
+                let (done, flushed) = mpsc::sync_channel(1);
+                // Blocking here is fine: flush is called at exit, never on
+                // the relay's path; the wait is bounded.
+                if lines.send(Command::Flush(done)).is_ok() {
+                    let _ = flushed.recv_timeout(FLUSH_WAIT);
+                }
             }
         }
     }
 }
 
-/// Formats a record for journald: `<N>target: message`, each line of a
-/// multi-line message prefixed with the priority so none is stored at the
-/// default priority.
-fn journald_lines(record: &Record<'_>) -> Vec<u8> {
-    let priority = syslog_priority(record.level());
-    let message = record.args().to_string();
-    let mut out = Vec::with_capacity(message.len() + 64);
-    for (index, line) in message.split('\n').enumerate() {
-        if index == 0 {
-            let _ = writeln!(out, "<{priority}>{}: {line}", record.target());
-        } else {
-            let _ = writeln!(out, "<{priority}>{line}");
+/// One record as a line in `format` (`auto` means text), control
+/// characters in `message` escaped.
+fn format_line(
+    format: LogFormat,
+    level: Level,
+    target: &str,
+    message: &str,
+    now: SystemTime,
+) -> Vec<u8> {
+    let message = escape_controls(message);
+    match format {
+        LogFormat::Json => json_line(level, target, &message, now),
+        LogFormat::Journald => {
+            let mut out = Vec::with_capacity(message.len() + target.len() + 8);
+            let _ = writeln!(out, "<{}>{target}: {message}", syslog_priority(level));
+            out
+        }
+        LogFormat::Auto | LogFormat::Text => {
+            let mut out = Vec::with_capacity(message.len() + target.len() + 40);
+            let _ = writeln!(
+                out,
+                "{} [{}] {target}: {message}",
+                rfc3339_utc(now),
+                level.as_str()
+            );
+            out
         }
     }
-    out
 }
 
 /// Formats a record as one JSON object and a newline.
-fn json_line(record: &Record<'_>, now: SystemTime) -> Vec<u8> {
+fn json_line(level: Level, target: &str, message: &str, now: SystemTime) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct Line<'a> {
         ts: String,
         level: &'static str,
         target: &'a str,
-        msg: String,
+        msg: &'a str,
     }
     let line = Line {
         ts: rfc3339_utc(now),
-        level: level_name(record.level()),
-        target: record.target(),
-        msg: record.args().to_string(),
+        level: level_name(level),
+        target,
+        msg: message,
     };
     // Serializing plain strings into a Vec cannot fail.
     let mut out = serde_json::to_vec(&line).unwrap_or_default();
@@ -438,7 +658,6 @@ impl Write for MemoryWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn at(secs: u64, millis: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis)
@@ -521,19 +740,17 @@ mod tests {
             out.contents(),
             "<3>stratum_proxy::relay: conn=1 peer=10.0.0.2:4000 failed\n\
              <4>stratum_proxy: w\n<6>stratum_proxy: i\n<7>stratum_proxy: d\n<7>stratum_proxy: t\n\
-             <4>stratum_proxy: two\n<4>lines\n"
+             <4>stratum_proxy: two\\nlines\n"
         );
     }
 
     #[test]
     fn json_line_is_one_object() {
-        let record_args = "say \"hi\"\nbye";
-        let line = json_line(
-            &Record::builder()
-                .level(Level::Warn)
-                .target("stratum_proxy::config")
-                .args(format_args!("{record_args}"))
-                .build(),
+        let line = format_line(
+            LogFormat::Json,
+            Level::Warn,
+            "stratum_proxy::config",
+            "say \"hi\"\nbye",
             at(1_700_000_000, 5),
         );
         let text = String::from_utf8(line).unwrap();
@@ -546,9 +763,98 @@ mod tests {
                 "ts": "2023-11-14T22:13:20.005Z",
                 "level": "warn",
                 "target": "stratum_proxy::config",
-                "msg": "say \"hi\"\nbye",
+                "msg": "say \"hi\"\\nbye",
             })
         );
+    }
+
+    #[test]
+    fn a_forged_line_stays_one_escaped_line_in_every_format() {
+        let message = "authorizing user=x\n<3>forged\r\u{1b}[2J\u{85}end";
+        for format in [LogFormat::Text, LogFormat::Journald, LogFormat::Json] {
+            let line = format_line(format, Level::Info, "stratum_proxy", message, at(0, 0));
+            let text = String::from_utf8(line).unwrap();
+            assert_eq!(text.matches('\n').count(), 1, "{format}: {text:?}");
+            assert!(text.ends_with('\n'), "{format}: {text:?}");
+            assert!(
+                !text[..text.len() - 1].chars().any(char::is_control),
+                "{format}: {text:?}"
+            );
+            let shown = if format == LogFormat::Json {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                v["msg"].as_str().unwrap().to_owned()
+            } else {
+                text.clone()
+            };
+            assert!(
+                shown.contains("user=x\\n<3>forged\\r\\u{1b}[2J\\u{85}end"),
+                "{format}: {shown:?}"
+            );
+        }
+        assert!(matches!(
+            escape_controls("plain é"),
+            Cow::Borrowed("plain é")
+        ));
+    }
+
+    #[test]
+    fn peer_lines_are_limited_per_kind_and_counted() {
+        let limiter = PeerLimiter::new(3, 2);
+        let t0 = Instant::now();
+        let allowed = (0..10)
+            .filter(|_| limiter.allow_at(PeerLine::Opened, t0))
+            .count();
+        assert_eq!(allowed, 3);
+        assert_eq!(limiter.take_suppressed(PeerLine::Opened), 7);
+        assert_eq!(limiter.take_suppressed(PeerLine::Opened), 0);
+        // Another kind has its own bucket.
+        assert!(limiter.allow_at(PeerLine::Refused, t0));
+        // Two tokens a second: one second later, two more lines.
+        let t1 = t0 + Duration::from_secs(1);
+        let allowed = (0..10)
+            .filter(|_| limiter.allow_at(PeerLine::Opened, t1))
+            .count();
+        assert_eq!(allowed, 2);
+        assert_eq!(limiter.take_suppressed(PeerLine::Opened), 8);
+    }
+
+    /// A writer that blocks until told to go on, like a stalled journald.
+    struct Stalled(Arc<(Mutex<bool>, std::sync::Condvar)>, MemoryWriter);
+    impl Write for Stalled {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let (open, cv) = &*self.0;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            self.1.write(bytes)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_writer_never_blocks_the_caller_and_drops_are_counted() {
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let out = MemoryWriter::new();
+        let logger = Logger::queued(
+            LevelFilter::Info,
+            LogFormat::Journald,
+            Stalled(gate.clone(), out.clone()),
+            4,
+        );
+        // The writer takes one line and blocks on it; four wait; the rest
+        // are dropped. If log() blocked, this loop would never finish.
+        for n in 0..100 {
+            log_through(&logger, Level::Info, "stratum_proxy", &format!("line {n}"));
+        }
+        let dropped = logger.dropped();
+        assert!((95..=96).contains(&dropped), "dropped {dropped}");
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        logger.flush();
+        assert_eq!(out.contents().lines().count() as u64, 100 - dropped);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The stratum-proxy daemon: wiring, signals, shutdown and exit codes.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for a configuration error (the
-//! systemd unit does not restart on it), 1 when the proxy cannot start.
+//! systemd unit does not restart on it), 1 when the proxy cannot start or
+//! when a second SIGINT/SIGTERM during the drain made it exit at once.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -17,15 +18,20 @@ use stratum_proxy::config::{self, Config};
 use stratum_proxy::http::{App, HttpServer};
 use stratum_proxy::metrics::schema::build_recorder;
 use stratum_proxy::metrics::{Collector, CollectorOptions};
-use stratum_proxy::relay::{Limits, Pools, Server};
+use stratum_proxy::relay::{AddressLimit, Keepalive, Limits, PerAddress, Pools, Server};
 use stratum_proxy::{demo, logging, reactor, sdnotify};
 
+/// Exit code when a second SIGINT/SIGTERM cut the drain short.
+const EXIT_SECOND_SIGNAL: u8 = 1;
 /// How often the exporter's upkeep runs (drains histogram samples).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// How often shutdown checks whether the last relay has finished.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 fn main() -> ExitCode {
+    // The unit's ProcSubset=pid hides /proc/stat (boot time), so the start
+    // time is taken here rather than computed from /proc at scrape time.
+    stratum_proxy::metrics::process::record_start();
     let top = cli::parse_from_env();
     if top.version {
         // Ignore a closed pipe (`stratum-proxy --version | head -c1`).
@@ -76,6 +82,19 @@ fn run(config: Config) -> ExitCode {
         connect_timeout: config.connect_timeout,
         idle_timeout: config.idle_timeout,
         handshake_timeout: config.handshake_timeout,
+        keepalive: Keepalive {
+            idle: config.tcp_keepalive_idle,
+            interval: config.tcp_keepalive_interval,
+            probes: config.tcp_keepalive_probes,
+            user_timeout: config.tcp_user_timeout,
+        },
+        per_address: PerAddress {
+            default: AddressLimit {
+                max_connections: config.max_connections_per_address,
+                accept_rate_per_second: config.accept_rate_per_address,
+            },
+            overrides: config.address_overrides.clone(),
+        },
     };
     // The core owns pool choice and health; the collector hears of changes.
     let pools = Pools::new(specs, config.health_policy(), Box::new(collector.clone()));
@@ -187,6 +206,16 @@ async fn serve(
             let mut signals = signals;
             if let Some(Ok(signal)) = signals.next().await {
                 let _ = stop_tx.send(signal_name(signal)).await;
+            }
+            // A second signal during the drain: the operator (or a script
+            // repeating Ctrl-C) does not want to wait for the grace period.
+            if let Some(Ok(signal)) = signals.next().await {
+                warn!(
+                    "second {}: exiting at once, open relays are cut",
+                    signal_name(signal)
+                );
+                logging::flush();
+                std::process::exit(EXIT_SECOND_SIGNAL.into());
             }
         })
         .detach();

@@ -153,6 +153,60 @@ fn precedence_rows() -> Vec<Row> {
             [json!(1000), json!(1), json!(2), json!(1000000)],
         ),
         row(
+            "max_connections_per_address",
+            json!(2),
+            ("MAX_CONNECTIONS_PER_ADDRESS", "3"),
+            ("--max-connections-per-address", "4"),
+            [json!(64), json!(2), json!(3), json!(4)],
+        ),
+        row(
+            "accept_rate_per_address",
+            json!(0.5),
+            ("ACCEPT_RATE_PER_ADDRESS", "1"),
+            ("--accept-rate-per-address", "2.5"),
+            [json!(4.0), json!(0.5), json!(1.0), json!(2.5)],
+        ),
+        row(
+            "address_overrides",
+            json!(["10.0.0.0/8=100/10"]),
+            ("ADDRESS_OVERRIDES", "10.0.5.0/24=1000"),
+            ("--address-overrides", "::1=5/0.5, 192.168.0.0/16=7"),
+            [
+                json!([]),
+                json!(["10.0.0.0/8=100/10"]),
+                json!(["10.0.5.0/24=1000/1000"]),
+                json!(["::1/128=5/0.5", "192.168.0.0/16=7/7"]),
+            ],
+        ),
+        row(
+            "tcp_keepalive_idle_seconds",
+            json!(15),
+            ("TCP_KEEPALIVE_IDLE_SECONDS", "0"),
+            ("--tcp-keepalive-idle-seconds", "45"),
+            [json!(30.0), json!(15.0), json!(0.0), json!(45.0)],
+        ),
+        row(
+            "tcp_keepalive_interval_seconds",
+            json!(2),
+            ("TCP_KEEPALIVE_INTERVAL_SECONDS", "3"),
+            ("--tcp-keepalive-interval-seconds", "4"),
+            [json!(10.0), json!(2.0), json!(3.0), json!(4.0)],
+        ),
+        row(
+            "tcp_keepalive_probes",
+            json!(1),
+            ("TCP_KEEPALIVE_PROBES", "5"),
+            ("--tcp-keepalive-probes", "127"),
+            [json!(3), json!(1), json!(5), json!(127)],
+        ),
+        row(
+            "tcp_user_timeout_seconds",
+            json!(30),
+            ("TCP_USER_TIMEOUT_SECONDS", "0"),
+            ("--tcp-user-timeout-seconds", "90"),
+            [json!(60.0), json!(30.0), json!(0.0), json!(90.0)],
+        ),
+        row(
             "connect_timeout_seconds",
             json!(1),
             ("CONNECT_TIMEOUT_SECONDS", "2.5"),
@@ -449,7 +503,9 @@ fn errors_from_every_layer_are_collected() {
             format!(
                 "unknown key \"colour\" in file {path}; allowed keys: listen, pool, pools, metrics_listen, \
                  log_level, log_format, max_connections, accept_rate_per_second, accept_burst, \
-                 connect_timeout_seconds, idle_timeout_seconds, handshake_timeout_seconds, \
+                 max_connections_per_address, accept_rate_per_address, address_overrides, \
+                 tcp_keepalive_idle_seconds, tcp_keepalive_interval_seconds, \
+                 tcp_keepalive_probes, tcp_user_timeout_seconds, connect_timeout_seconds, idle_timeout_seconds, handshake_timeout_seconds, \
                  shutdown_grace_seconds, request_timeout_seconds, health_interval_seconds, \
                  client_id, client_id_cap, threads, http_threads, pool_check_interval_seconds, \
                  pool_fall, pool_rise, pool_probe, pool_stall_factor, failover_wait_seconds, \
@@ -651,6 +707,13 @@ fn binary_check_config_prints_the_masked_effective_config() {
             "max_connections": 5000,
             "accept_rate_per_second": 50.5,
             "accept_burst": 200,
+            "max_connections_per_address": 500,
+            "accept_rate_per_address": 2.5,
+            "address_overrides": ["10.0.5.0/24=1000/100", "192.168.1.10/32=200/200"],
+            "tcp_keepalive_idle_seconds": 20.0,
+            "tcp_keepalive_interval_seconds": 5.0,
+            "tcp_keepalive_probes": 4,
+            "tcp_user_timeout_seconds": 40.0,
             "connect_timeout_seconds": 5.0,
             "idle_timeout_seconds": 600.0,
             "handshake_timeout_seconds": 20.0,
@@ -728,4 +791,74 @@ fn binary_version_help_and_usage_errors() {
     let out = run(&["--bogus"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--bogus"));
+}
+
+// ---- fuzzing the loader ------------------------------------------------------
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use stratum_proxy::config::ENV_VARS;
+
+    /// Text an operator (or a fuzzer) might put in a variable.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9.:/=, \\[\\]a-f-]{0,24}",
+            any::<String>().prop_map(|s| s.chars().take(24).collect()),
+            Just("18446744073709551616".to_string()),
+            Just("1e309".to_string()),
+            Just("NaN".to_string()),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            text().prop_map(Value::String),
+            prop::collection::vec(text().prop_map(Value::String), 0..3).prop_map(Value::Array),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any value for any key in the file and any text in any variable:
+        /// the loader never panics, and a configuration it accepts is
+        /// printed (check-config) as a file that loads back to the same.
+        #[test]
+        fn any_file_and_environment_load_or_are_refused_cleanly(
+            file_key in prop::sample::select(KEYS.to_vec()),
+            file_value in json_value(),
+            env in prop::collection::vec(
+                (prop::sample::select(ENV_VARS
+                    .iter()
+                    .flat_map(|(_, v)| v.iter().copied())
+                    // The secret is printed masked: it cannot round-trip.
+                    .filter(|v| *v != "METRICS_TOKEN")
+                    .collect::<Vec<_>>()), text()),
+                0..3,
+            ),
+        ) {
+            prop_assume!(file_key != "metrics_token");
+            let file = temp_file(&json!({ file_key: file_value }).to_string());
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let loaded = load(
+                &["--config", file.to_str().unwrap(), "--pool", "pool.example.com:3333"],
+                &env,
+            );
+            let _ = std::fs::remove_file(&file);
+            if let Ok(config) = loaded {
+                let printed = temp_file(&config.effective_json().to_string());
+                let again = load_file(&printed);
+                let _ = std::fs::remove_file(&printed);
+                let again = again.unwrap_or_else(|e| panic!("{:?}", e.iter().map(ToString::to_string).collect::<Vec<_>>()));
+                prop_assert_eq!(again, config);
+            }
+        }
+    }
 }

@@ -162,6 +162,7 @@ fn metrics_equal_simulator_ground_truth() {
         "process_cpu_seconds_total",
         "process_open_fds",
         "process_max_fds",
+        "process_start_time_seconds",
     ] {
         assert!(m.has(name), "{name} missing");
     }
@@ -388,6 +389,50 @@ fn grace_period_expiry_closes_remaining_relays_and_exits_zero() {
 }
 
 #[test]
+fn a_second_signal_during_the_drain_exits_at_once() {
+    let rt = SimRuntime::new();
+    let pool = pool(&rt, PoolConfig::default());
+    // The largest grace: without the second signal the drain would wait 40 s.
+    let mut proxy = Proxy::start(pool.local_addr(), &["--shutdown-grace-seconds", "40"], &[]);
+    let mut config = fleet(&proxy, 2, &["ivy"], u64::MAX);
+    config.submits = None;
+    config.duration = Some(Duration::from_secs(120));
+    config.rate_per_second = 5.0;
+    let sim = MinerSim::start(&rt.executor, config);
+    wait_connected(&sim, 2);
+    proxy.signal(Signal::TERM);
+    proxy.wait_for_log("SIGTERM: not accepting miners; 2 connections");
+    proxy.signal(Signal::INT);
+    // Exit code 1 (cut short) rather than 0 after the grace period.
+    assert_eq!(proxy.wait_exit(), Some(1), "{}", proxy.log_text());
+    let log = proxy.log_text();
+    assert!(log.contains("second SIGINT: exiting at once"), "{log}");
+    assert!(!log.contains("grace period over"), "{log}");
+    let report = smol::block_on(sim.finish());
+    assert!(report.miners.iter().all(|m| m.eof || m.error.is_some()));
+}
+
+#[test]
+fn a_grace_beyond_the_units_stop_timeout_is_refused() {
+    let output = runner::command(env!("CARGO_BIN_EXE_stratum-proxy"))
+        .args([
+            "check-config",
+            "--pool",
+            "127.0.0.1:1",
+            "--shutdown-grace-seconds",
+            "41",
+        ])
+        .output()
+        .expect("run check-config");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("shutdown_grace_seconds") && stderr.contains("0 to 40"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn silent_http_clients_neither_grow_threads_nor_stall_the_relay() {
     let rt = SimRuntime::new();
     let pool = pool(&rt, PoolConfig::default());
@@ -421,8 +466,8 @@ fn silent_http_clients_neither_grow_threads_nor_stall_the_relay() {
         std::thread::sleep(Duration::from_millis(20));
         during = during.max(threads());
     }
-    // Gate admits at most MAX_HTTP_CONNECTIONS; tiny_http reads each
-    // admitted one on a thread of its own: bounded by that, not by 50.
+    // The gate reads heads itself; tiny_http (a thread per connection)
+    // sees only complete requests, at most MAX_HTTP_CONNECTIONS of them.
     assert!(
         during <= before + stratum_proxy::http::MAX_HTTP_CONNECTIONS,
         "threads grew from {before} to {during} with 50 silent HTTP clients"

@@ -62,6 +62,40 @@ macro_rules! config_keys {
                 Count::<u32>::new(1, MAX_ACCEPT_BURST as u64),
                 env ["ACCEPT_BURST"],
                 flag "N" [Option<String>] "new connections accepted at once after a pause (default 1000)";
+            /// Connections one source address may hold at once.
+            max_connections_per_address => max_connections_per_address: usize = Some(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+                Count::<usize>::new(1, MAX_MAX_CONNECTIONS as u64),
+                env ["MAX_CONNECTIONS_PER_ADDRESS"],
+                flag "N" [Option<String>] "miner connections one source address may hold (default 64)";
+            /// New connections per second one source address may open.
+            accept_rate_per_address => accept_rate_per_address: f64 = Some(DEFAULT_ACCEPT_RATE_PER_ADDRESS),
+                Rate { max: MAX_ACCEPT_RATE_PER_SECOND },
+                env ["ACCEPT_RATE_PER_ADDRESS"],
+                flag "R" [Option<String>] "new connections per second one source address may open, sustained (default 4)";
+            /// Other per-address limits for whole networks.
+            address_overrides => address_overrides: Vec<AddressRule> = Some(Vec::new()), AddressRules,
+                env ["ADDRESS_OVERRIDES"],
+                flag "RULES" [Option<String>] "per-address limits by network: CIDR=CONNECTIONS[/RATE],... (longest prefix wins)";
+            /// Silence on a socket before the first TCP keepalive probe.
+            tcp_keepalive_idle_seconds => tcp_keepalive_idle: Duration = Some(DEFAULT_TCP_KEEPALIVE_IDLE),
+                Seconds { zero_allowed: true },
+                env ["TCP_KEEPALIVE_IDLE_SECONDS"],
+                flag "S" [Option<String>] "silence before the first TCP keepalive probe on both sockets, 0 = off (default 30)";
+            /// Time between TCP keepalive probes.
+            tcp_keepalive_interval_seconds => tcp_keepalive_interval: Duration = Some(DEFAULT_TCP_KEEPALIVE_INTERVAL),
+                Seconds { zero_allowed: false },
+                env ["TCP_KEEPALIVE_INTERVAL_SECONDS"],
+                flag "S" [Option<String>] "time between TCP keepalive probes (default 10)";
+            /// Unanswered keepalive probes before a connection is dropped.
+            tcp_keepalive_probes => tcp_keepalive_probes: u32 = Some(DEFAULT_TCP_KEEPALIVE_PROBES),
+                Count::<u32>::new(1, MAX_TCP_KEEPALIVE_PROBES as u64),
+                env ["TCP_KEEPALIVE_PROBES"],
+                flag "N" [Option<String>] "unanswered TCP keepalive probes before a connection is dropped (default 3)";
+            /// Longest time sent data may stay unacknowledged (TCP_USER_TIMEOUT).
+            tcp_user_timeout_seconds => tcp_user_timeout: Duration = Some(DEFAULT_TCP_USER_TIMEOUT),
+                Seconds { zero_allowed: true },
+                env ["TCP_USER_TIMEOUT_SECONDS"],
+                flag "S" [Option<String>] "longest time sent data may stay unacknowledged on both sockets, 0 = kernel default (default 60)";
             /// Time to open the upstream TCP connection.
             connect_timeout_seconds => connect_timeout: Duration = Some(DEFAULT_CONNECT_TIMEOUT),
                 Seconds { zero_allowed: false },
@@ -79,9 +113,9 @@ macro_rules! config_keys {
                 flag "S" [Option<String>] "time for a miner to send its first line (default 30)";
             /// Time open relays may finish after a stop signal (may be zero).
             shutdown_grace_seconds => shutdown_grace: Duration = Some(DEFAULT_SHUTDOWN_GRACE),
-                Seconds { zero_allowed: true },
+                SecondsUpTo { max: MAX_SHUTDOWN_GRACE, zero_allowed: true },
                 env ["SHUTDOWN_GRACE_SECONDS"],
-                flag "S" [Option<String>] "time open relays may finish after SIGTERM, 0 allowed (default 30)";
+                flag "S" [Option<String>] "time open relays may finish after SIGTERM, 0 to 40 (default 30)";
             /// Time after which a request without response counts as expired.
             request_timeout_seconds => request_timeout: Duration = Some(DEFAULT_REQUEST_TIMEOUT),
                 Seconds { zero_allowed: false },

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::{ClientIdMode, MAX_DURATION, MAX_TOKEN_BYTES, SECRET_MASK, Secret};
 use crate::logging::LogFormat;
+use crate::relay::per_address::{AddressRule, parse_rules};
 use crate::relay::pools::{PoolSpec, ProbeKind};
 use crate::relay::upstream::{PoolAddr, PoolAddrError};
 
@@ -230,7 +231,19 @@ pub(crate) struct Seconds {
 }
 
 pub(crate) fn parse_seconds(raw: Raw<'_>, zero_allowed: bool) -> Parsed<Duration> {
-    parse_positive(raw, zero_allowed, MAX_DURATION.as_secs_f64()).map(Duration::from_secs_f64)
+    seconds_up_to(raw, zero_allowed, MAX_DURATION)
+}
+
+/// Seconds in `0..=max` (or `>0`), as a [`Duration`]. A positive number
+/// below a nanosecond would become a zero duration (an idle timeout that
+/// fires at once): refused where zero is.
+fn seconds_up_to(raw: Raw<'_>, zero_allowed: bool, max: Duration) -> Parsed<Duration> {
+    let seconds = parse_positive(raw, zero_allowed, max.as_secs_f64())?;
+    let duration = Duration::from_secs_f64(seconds);
+    if duration.is_zero() && !zero_allowed {
+        return Err(Some("less than a nanosecond".to_string()));
+    }
+    Ok(duration)
 }
 
 impl Kind for Seconds {
@@ -248,6 +261,62 @@ impl Kind for Seconds {
     }
     fn json(&self, value: &Duration) -> Value {
         Value::from(value.as_secs_f64())
+    }
+}
+
+/// Seconds from 0 (if allowed) up to `max`: a duration another component
+/// bounds (the unit's `TimeoutStopSec` bounds the shutdown grace).
+pub(crate) struct SecondsUpTo {
+    pub max: Duration,
+    pub zero_allowed: bool,
+}
+
+impl Kind for SecondsUpTo {
+    type Value = Duration;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Duration> {
+        seconds_up_to(raw, self.zero_allowed, self.max)
+    }
+    fn allowed(&self) -> String {
+        let max = self.max.as_secs_f64();
+        if self.zero_allowed {
+            format!("a number of seconds from 0 to {max}")
+        } else {
+            format!("a number of seconds greater than 0 and at most {max}")
+        }
+    }
+    fn json(&self, value: &Duration) -> Value {
+        Value::from(value.as_secs_f64())
+    }
+}
+
+/// Per-address limits by network: `CIDR=CONNECTIONS[/RATE]` rules, as one
+/// comma-separated string (environment, flag, file) or a JSON array of
+/// rule strings (file).
+pub(crate) struct AddressRules;
+
+impl Kind for AddressRules {
+    type Value = Vec<AddressRule>;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Vec<AddressRule>> {
+        let text = match raw {
+            Raw::Json(Value::Array(items)) => {
+                let mut rules = Vec::with_capacity(items.len());
+                for item in items {
+                    let text = Raw::Json(item).text().map_err(Some)?;
+                    rules.extend(parse_rules(text).map_err(|e| Some(e.to_string()))?);
+                }
+                return Ok(rules);
+            }
+            other => other.text().map_err(Some)?,
+        };
+        parse_rules(text).map_err(|e| Some(e.to_string()))
+    }
+    fn allowed(&self) -> String {
+        "rules CIDR=CONNECTIONS or CIDR=CONNECTIONS/RATE, comma-separated \
+         (or a JSON array of them), e.g. \"10.0.5.0/24=1000/100, 192.168.1.10=200\""
+            .to_string()
+    }
+    fn json(&self, value: &Vec<AddressRule>) -> Value {
+        Value::from(value.iter().map(ToString::to_string).collect::<Vec<_>>())
     }
 }
 

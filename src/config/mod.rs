@@ -55,11 +55,16 @@ use serde_json::Value;
 pub use error::{ConfigError, Layer};
 pub use file::MAX_CONFIG_FILE_BYTES;
 pub(crate) use keys::config_keys;
-use kinds::{Choice, Count, Kind, Listen, Pool, PoolList, Rate, Raw, Seconds, Switch, Token};
+use kinds::{
+    AddressRules, Choice, Count, Kind, Listen, Pool, PoolList, Rate, Raw, Seconds, SecondsUpTo,
+    Switch, Token,
+};
 
 use crate::logging::LogFormat;
 // The relay's limits are defined once, with the relay's public API.
+use crate::relay::keepalive;
 use crate::relay::limits;
+use crate::relay::per_address::AddressRule;
 use crate::relay::pools::{
     DEFAULT_CHECK_INTERVAL, DEFAULT_FAILBACK_AFTER, DEFAULT_FAILOVER_WAIT, DEFAULT_FALL,
     DEFAULT_MOVE_RATE_PER_SECOND, DEFAULT_RISE, DEFAULT_STALL_FACTOR, HealthPolicy, PoolSpec,
@@ -89,6 +94,22 @@ pub const MAX_ACCEPT_RATE_PER_SECOND: f64 = 1_000_000.0;
 pub const DEFAULT_ACCEPT_BURST: u32 = limits::DEFAULT_ACCEPT_BURST;
 /// Largest accepted `accept_burst`.
 pub const MAX_ACCEPT_BURST: u32 = 1_000_000;
+/// Default connections one source address may hold (an ASIC opens one or
+/// two; give upstream proxies and NAT'd racks more with `address_overrides`).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// Default new connections per second one source address may open,
+/// sustained (its burst is its connection cap).
+pub const DEFAULT_ACCEPT_RATE_PER_ADDRESS: f64 = 4.0;
+/// Default silence before the first TCP keepalive probe.
+pub const DEFAULT_TCP_KEEPALIVE_IDLE: Duration = keepalive::DEFAULT_KEEPALIVE_IDLE;
+/// Default time between TCP keepalive probes.
+pub const DEFAULT_TCP_KEEPALIVE_INTERVAL: Duration = keepalive::DEFAULT_KEEPALIVE_INTERVAL;
+/// Default unanswered keepalive probes before a connection is dropped.
+pub const DEFAULT_TCP_KEEPALIVE_PROBES: u32 = keepalive::DEFAULT_KEEPALIVE_PROBES;
+/// Largest accepted `tcp_keepalive_probes` (the kernel's limit is 127).
+pub const MAX_TCP_KEEPALIVE_PROBES: u32 = 127;
+/// Default `TCP_USER_TIMEOUT`.
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration = keepalive::DEFAULT_USER_TIMEOUT;
 /// Default time to open the upstream TCP connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = limits::DEFAULT_CONNECT_TIMEOUT;
 /// Default time a relay may pass with no byte from the miner.
@@ -97,6 +118,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = limits::DEFAULT_IDLE_TIMEOUT;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = limits::DEFAULT_HANDSHAKE_TIMEOUT;
 /// Default time open relays may finish after SIGTERM before being closed.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Largest accepted `shutdown_grace_seconds`: below the unit's
+/// `TimeoutStopSec=45s`, so systemd never kills a drain that is still within
+/// its grace (`.ci/systemd.sh` checks the unit against this value).
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(40);
 /// Default time after which a request without response (e.g. a submit)
 /// stops being waited for and is counted as expired.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

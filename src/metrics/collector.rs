@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 
 use ::metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use log::{info, warn};
+
+use crate::logging::{PeerLine, peer_line};
+
+/// Whether a line about a peer at `level` of `kind` is to be written: the
+/// level is enabled and the kind's rate limit allows it.
+fn log_peer(level: log::Level, kind: PeerLine) -> bool {
+    log::log_enabled!(level) && peer_line(kind)
+}
 use metrics_exporter_prometheus::PrometheusRecorder;
 use serde_json::{Value, json};
 
@@ -282,8 +290,9 @@ pub struct Collector {
     options: CollectorOptions,
     /// One per pool in [`PoolId`] order, then [`POOL_HOST_NONE`].
     pools: Vec<PoolMetrics>,
-    /// max_connections, rate_limit.
-    refused: [Counter; 2],
+    /// Indexed like [`RefuseReason`]: max_connections, rate_limit,
+    /// max_connections_per_address, rate_limit_per_address.
+    refused: [Counter; 4],
     /// By client id, then by pool.
     clients: Mutex<HashMap<String, Vec<Option<Arc<ClientMetrics>>>>>,
     /// The `_unknown` (or `_all`) client of each pool.
@@ -307,9 +316,11 @@ pub struct ConnectionMeter {
     client: Arc<ClientMetrics>,
     difficulty: f64,
     pending: VecDeque<Pending>,
-    /// The latest login in flight: its id hash and the client it becomes if
-    /// accepted (kept apart from `pending`, which it would double in size).
-    login: Option<(u64, Arc<ClientMetrics>)>,
+    /// The latest login in flight: its id hash and the `client_id` it
+    /// becomes if the pool accepts it (kept apart from `pending`, which it
+    /// would double in size). The label is registered only then: a refused
+    /// or unanswered name never takes one of the capped slots.
+    login: Option<(u64, Box<str>)>,
 }
 
 /// A request waiting for its response (32 bytes: one per submit in flight).
@@ -369,8 +380,13 @@ impl Collector {
                 }
             })
             .collect();
-        let refused = [RefuseReason::MaxConnections, RefuseReason::RateLimit]
-            .map(|reason| r.counter(REFUSED_CONNECTIONS_TOTAL, &[("reason", reason.as_str())]));
+        let refused = [
+            RefuseReason::MaxConnections,
+            RefuseReason::RateLimit,
+            RefuseReason::AddressConnections,
+            RefuseReason::AddressRateLimit,
+        ]
+        .map(|reason| r.counter(REFUSED_CONNECTIONS_TOTAL, &[("reason", reason.as_str())]));
         r.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))])
             .set(1.0);
         for pool in &pools[..options.pools.len()] {
@@ -462,15 +478,15 @@ impl Collector {
         client
     }
 
-    /// The `client_id` for a login name, per the configured mode.
-    fn client_for_user(&self, user: &str, pool: usize) -> Option<Arc<ClientMetrics>> {
-        match self.options.client_id {
-            ClientIdMode::Account => {
-                Some(self.client(user.split('.').next().unwrap_or(user), pool))
-            }
-            ClientIdMode::Worker => Some(self.client(user, pool)),
-            ClientIdMode::PeerIp | ClientIdMode::None => None,
-        }
+    /// The `client_id` a login name would get, per the configured mode
+    /// (not registered: see [`ConnectionMeter::login`]).
+    fn client_id_for_user<'u>(&self, user: &'u str) -> Option<&'u str> {
+        let id = match self.options.client_id {
+            ClientIdMode::Account => user.split('.').next().unwrap_or(user),
+            ClientIdMode::Worker => user,
+            ClientIdMode::PeerIp | ClientIdMode::None => return None,
+        };
+        Some(truncate(id, MAX_CLIENT_ID_BYTES))
     }
 
     fn now_us(&self) -> u64 {
@@ -583,8 +599,16 @@ impl Collector {
     }
 
     fn request(&self, conn: &mut ConnectionMeter, message: &Message<'_>) {
-        let Some(id) = message.id() else { return };
         let method = message.method().unwrap_or(Method::Other);
+        // Counted as the pool counts it, whatever its id: a submit with a
+        // null or missing id is still a share to the pool.
+        if method.is_share_submit() {
+            conn.client.submits.increment(1);
+            conn.client.totals.submits.fetch_add(1, Ordering::Relaxed);
+        }
+        // No id: no answer can be matched to it. A null id is tracked like
+        // any other (a pool that answers with id null is matched oldest first).
+        let Some(id) = message.id() else { return };
         let now_us = self.now_us();
         self.expire(conn, now_us);
         if conn.pending.len() >= MAX_PENDING_REQUESTS {
@@ -592,21 +616,19 @@ impl Collector {
             self.pools[conn.pool].pending.decrement(1.0);
             self.pools[conn.pool].expired.increment(1);
         }
-        if method.is_share_submit() {
-            conn.client.submits.increment(1);
-            conn.client.totals.submits.fetch_add(1, Ordering::Relaxed);
-        }
         let id_hash = hash_id(id.raw_bytes());
         if method.is_login() {
             conn.login = message.user().and_then(|user| {
-                info!(
-                    "conn={} peer={} authorizing user={}",
-                    conn.id,
-                    conn.peer,
-                    truncate(&user, 128)
-                );
-                self.client_for_user(&user, conn.pool)
-                    .map(|client| (id_hash, client))
+                if log_peer(log::Level::Info, PeerLine::Authorizing) {
+                    info!(
+                        "conn={} peer={} authorizing user={}",
+                        conn.id,
+                        conn.peer,
+                        truncate(&user, 128)
+                    );
+                }
+                self.client_id_for_user(&user)
+                    .map(|id| (id_hash, Box::from(id)))
             });
         }
         if conn.pending.capacity() == 0 {
@@ -658,14 +680,17 @@ impl Collector {
         } else if pending.method.is_login()
             && let Some((login_hash, _)) = conn.login
             && login_hash == id_hash
-            && let Some((_, client)) = conn.login.take()
+            && let Some((_, client_id)) = conn.login.take()
             && outcome == Outcome::Accepted
+            && let client = self.client(&client_id, conn.pool)
             && !Arc::ptr_eq(&client, &conn.client)
         {
-            info!(
-                "conn={} peer={} authorized client_id={}",
-                conn.id, conn.peer, client.id
-            );
+            if log_peer(log::Level::Info, PeerLine::Authorized) {
+                info!(
+                    "conn={} peer={} authorized client_id={}",
+                    conn.id, conn.peer, client.id
+                );
+            }
             if conn.difficulty > 0.0 {
                 client.difficulty.set(conn.difficulty);
             }
@@ -718,6 +743,9 @@ impl Collector {
             CloseReason::MinerError(kind) | CloseReason::PoolError(kind) => format!(" ({kind})"),
             _ => String::new(),
         };
+        if !log_peer(log::Level::Info, PeerLine::Closed) {
+            return;
+        }
         info!(
             "conn={} peer={} closed by {:?}: {}{} after {:.1}s, {} bytes miner->pool, {} bytes pool->miner",
             conn.id,
@@ -819,7 +847,9 @@ impl Observer for Collector {
     fn accepted(&self, info: &ConnectionInfo) -> ConnectionMeter {
         self.totals.connections.fetch_add(1, Ordering::Relaxed);
         self.totals.active.fetch_add(1, Ordering::Relaxed);
-        info!("conn={} peer={} opened", info.id, info.peer);
+        if log_peer(log::Level::Info, PeerLine::Opened) {
+            info!("conn={} peer={} opened", info.id, info.peer);
+        }
         // The client is known on a pool: this one is replaced when the
         // upstream connects (nothing is metered before that).
         let client = self.unknown_clients[0].clone();
@@ -859,6 +889,13 @@ impl Observer for Collector {
                 direction: Direction::PoolToMiner,
                 message,
             } => self.response(conn, message),
+            // A submit with a null or missing id reads as a notification.
+            Event::Notification {
+                direction: Direction::MinerToPool,
+                message,
+            } if message.method().is_some_and(Method::is_share_submit) => {
+                self.request(conn, message)
+            }
             Event::Notification {
                 direction: Direction::PoolToMiner,
                 message,
@@ -904,15 +941,17 @@ impl Observer for Collector {
                 self.health
                     .last_failure_ms
                     .store(self.now_ms(), Ordering::Relaxed);
-                warn!(
-                    "conn={} peer={} pool {} unreachable ({}) after {:.3}s: {}",
-                    conn.id,
-                    conn.peer,
-                    self.options.pools[pool],
-                    failure.as_str(),
-                    latency.as_secs_f64(),
-                    error
-                );
+                if log_peer(log::Level::Warn, PeerLine::UpstreamFailed) {
+                    warn!(
+                        "conn={} peer={} pool {} unreachable ({}) after {:.3}s: {}",
+                        conn.id,
+                        conn.peer,
+                        self.options.pools[pool],
+                        failure.as_str(),
+                        latency.as_secs_f64(),
+                        error
+                    );
+                }
             }
             Event::Closed {
                 duration,
@@ -932,7 +971,9 @@ impl Observer for Collector {
     fn refused(&self, peer: SocketAddr, reason: RefuseReason) {
         self.refused[reason as usize].increment(1);
         self.totals.refused.fetch_add(1, Ordering::Relaxed);
-        warn!("peer={peer} refused: {}", reason.as_str());
+        if log_peer(log::Level::Warn, PeerLine::Refused) {
+            warn!("peer={peer} refused: {}", reason.as_str());
+        }
     }
 
     fn accept_failed(&self, error: &std::io::Error) {
@@ -1019,6 +1060,273 @@ mod tests {
         }
         for (i, r) in RejectReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r:?}");
+        }
+    }
+
+    fn collector(cap: usize) -> Collector {
+        Collector::new(
+            Arc::new(crate::metrics::schema::build_recorder()),
+            CollectorOptions {
+                pools: vec!["pool".into()],
+                client_id: ClientIdMode::Account,
+                client_id_cap: cap,
+                request_timeout: Duration::from_secs(60),
+                health_interval: Duration::from_secs(60),
+            },
+        )
+    }
+
+    fn feed(collector: &Collector, conn: &mut ConnectionMeter, direction: Direction, line: &str) {
+        let message = Message::parse(line.as_bytes()).expect("valid line");
+        let event = match (direction, message.kind()) {
+            (d, crate::stratum::Kind::Request) => Event::Request {
+                direction: d,
+                message: &message,
+            },
+            (d, crate::stratum::Kind::Response) => Event::Response {
+                direction: d,
+                message: &message,
+            },
+            (d, crate::stratum::Kind::Notification) => Event::Notification {
+                direction: d,
+                message: &message,
+            },
+        };
+        collector.event(conn, event);
+    }
+
+    fn authorize(
+        collector: &Collector,
+        peer_port: u16,
+        user: &str,
+        answer: &str,
+    ) -> ConnectionMeter {
+        let info = ConnectionInfo {
+            id: u64::from(peer_port),
+            peer: SocketAddr::from(([127, 0, 0, 2], peer_port)),
+            accepted_at: Instant::now(),
+        };
+        let mut conn = collector.accepted(&info);
+        // Metered per pool from the upstream connect on.
+        collector.event(
+            &mut conn,
+            Event::UpstreamConnected {
+                pool: 0,
+                addr: "127.0.0.1:2".parse().unwrap(),
+                latency: Duration::from_millis(1),
+            },
+        );
+        feed(
+            collector,
+            &mut conn,
+            Direction::MinerToPool,
+            &format!(r#"{{"id":2,"method":"mining.authorize","params":["{user}","x"]}}"#),
+        );
+        if !answer.is_empty() {
+            feed(collector, &mut conn, Direction::PoolToMiner, answer);
+        }
+        conn
+    }
+
+    #[test]
+    fn refused_and_unanswered_names_never_take_a_client_id_slot() {
+        let collector = collector(10);
+        for n in 0..1000 {
+            let answer = match n % 3 {
+                0 => r#"{"id":2,"result":false,"error":null}"#,
+                1 => r#"{"id":2,"result":null,"error":[24,"Unauthorized worker",null]}"#,
+                _ => "", // never answered
+            };
+            let conn = authorize(&collector, 1000 + n, &format!("made-up-{n}.w"), answer);
+            collector.event(
+                &mut { conn },
+                Event::Closed {
+                    duration: Duration::from_secs(1),
+                    miner_to_pool_bytes: 0,
+                    pool_to_miner_bytes: 0,
+                    reason: CloseReason::MinerClosed,
+                },
+            );
+        }
+        let mut real = authorize(
+            &collector,
+            9,
+            "alice.rig1",
+            r#"{"id":2,"result":true,"error":null}"#,
+        );
+        assert_eq!(real.client.id, "alice");
+        feed(
+            &collector,
+            &mut real,
+            Direction::MinerToPool,
+            r#"{"id":3,"method":"mining.submit","params":["alice.rig1","j","e","t","n"]}"#,
+        );
+        let status = collector.status();
+        let ids: Vec<&str> = status["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["client_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["_unknown", "alice"]);
+        let rendered = collector.recorder.handle().render();
+        assert!(!rendered.contains("made-up"), "a refused name got a label");
+        assert!(!rendered.contains("_other"));
+    }
+
+    #[test]
+    fn past_the_cap_accepted_names_are_counted_as_other() {
+        let collector = collector(2);
+        let accepted = r#"{"id":2,"result":true,"error":null}"#;
+        let ids: Vec<String> = ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(n, user)| {
+                authorize(&collector, n as u16, user, accepted)
+                    .client
+                    .id
+                    .clone()
+            })
+            .collect();
+        assert_eq!(ids, ["a", "b", "_other", "_other"]);
+    }
+
+    #[test]
+    fn submits_count_whatever_their_id_and_with_repeated_keys() {
+        let collector = collector(10);
+        let mut conn = authorize(
+            &collector,
+            7,
+            "bob.rig",
+            r#"{"id":2,"result":true,"error":null}"#,
+        );
+        for line in [
+            r#"{"id":null,"method":"mining.submit","params":["bob.rig","j","e","t","1"]}"#,
+            r#"{"method":"mining.submit","params":["bob.rig","j","e","t","2"]}"#,
+            r#"{"id":5,"method":"mining.ping","params":[],"method":"mining.submit"}"#,
+            r#"{"id":6,"method":"mining.submit","params":["bob.rig","j","e","t","3"],"id":6}"#,
+        ] {
+            feed(&collector, &mut conn, Direction::MinerToPool, line);
+        }
+        let submits = |c: &Collector| c.status()["clients"][1]["submits"].as_u64();
+        assert_eq!(collector.status()["clients"][1]["client_id"], "bob");
+        assert_eq!(submits(&collector), Some(4));
+        // The null id is matched by a pool that answers with id null.
+        for line in [
+            r#"{"id":null,"result":true,"error":null}"#,
+            r#"{"id":5,"result":true,"error":null}"#,
+            r#"{"id":6,"result":false,"error":[23,"Low difficulty share",null],"result":true}"#,
+        ] {
+            feed(&collector, &mut conn, Direction::PoolToMiner, line);
+        }
+        let bob = &collector.status()["clients"][1];
+        assert_eq!(bob["accepted"], 2);
+        assert_eq!(bob["rejected"], 1, "an error wins over result true");
+    }
+
+    fn gauge(rendered: &str, name: &str) -> f64 {
+        rendered
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// One line of a session, miner to pool (`true`) or pool to miner.
+    fn session_line() -> impl proptest::strategy::Strategy<Value = (bool, String)> {
+        use proptest::prelude::*;
+        let id = prop_oneof![
+            (0u8..6).prop_map(|n| format!("\"id\":{n},")),
+            Just("\"id\":null,".to_string()),
+            Just(String::new()),
+            Just("\"id\":\"a\",".to_string()),
+            Just("\"id\":1,\"id\":2,".to_string()),
+        ];
+        let user = "[a-z.\\n<>0-9]{0,6}";
+        prop_oneof![
+            id.clone().prop_map(|id| (
+                true,
+                format!(r#"{{{id}"method":"mining.submit","params":["w","j","e","t","n"]}}"#)
+            )),
+            (id.clone(), user).prop_map(|(id, u)| (
+                true,
+                format!(r#"{{{id}"method":"mining.authorize","params":["{u}","p"]}}"#)
+            )),
+            (
+                id.clone(),
+                prop_oneof![Just("true"), Just("false"), Just("null")],
+                any::<bool>()
+            )
+                .prop_map(|(id, result, error)| (
+                    false,
+                    format!(
+                        r#"{{{id}"result":{result},"error":{}}}"#,
+                        if error {
+                            r#"[23,"Low difficulty",null]"#
+                        } else {
+                            "null"
+                        }
+                    )
+                )),
+            (0u16..2000).prop_map(|d| (
+                false,
+                format!(r#"{{"id":null,"method":"mining.set_difficulty","params":[{d}]}}"#)
+            )),
+            Just((true, "not json at all".to_string())),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any session: the collector never panics, counts every submit
+        /// line, never answers more submits than were sent, and leaves
+        /// nothing pending once the connection is closed.
+        #[test]
+        fn any_session_keeps_the_books_straight(
+            lines in proptest::collection::vec(session_line(), 0..40)
+        ) {
+            let collector = collector(3);
+            let info = ConnectionInfo {
+                id: 1,
+                peer: "127.0.0.1:1".parse().unwrap(),
+                accepted_at: Instant::now(),
+            };
+            let mut conn = collector.accepted(&info);
+            // Metered per pool from the upstream connect on.
+            collector.event(&mut conn, Event::UpstreamConnected {
+                pool: 0,
+                addr: "127.0.0.1:2".parse().unwrap(),
+                latency: Duration::from_millis(1),
+            });
+            let mut submits = 0u64;
+            for (up, line) in &lines {
+                let direction = if *up { Direction::MinerToPool } else { Direction::PoolToMiner };
+                match Message::parse(line.as_bytes()) {
+                    Ok(_) => {
+                        if *up && line.contains("mining.submit") {
+                            submits += 1;
+                        }
+                        feed(&collector, &mut conn, direction, line);
+                    }
+                    Err(failure) => collector.event(
+                        &mut conn,
+                        Event::ParseFailed { direction, failure, line_bytes: line.len() },
+                    ),
+                }
+            }
+            collector.event(&mut conn, Event::Closed {
+                duration: Duration::from_secs(1),
+                miner_to_pool_bytes: 0,
+                pool_to_miner_bytes: 0,
+                reason: CloseReason::MinerClosed,
+            });
+            let status = collector.status();
+            let pool = &status["relay"];
+            proptest::prop_assert_eq!(pool["submits"].as_u64(), Some(submits));
+            let answered = pool["accepted"].as_u64().unwrap() + pool["rejected"].as_u64().unwrap();
+            proptest::prop_assert!(answered <= submits, "{} answered of {}", answered, submits);
+            let rendered = collector.recorder.handle().render();
+            proptest::prop_assert_eq!(gauge(&rendered, "stratum_pending_requests"), 0.0);
+            proptest::prop_assert!(status["clients"].as_array().unwrap().len() <= 5);
         }
     }
 

@@ -1,8 +1,29 @@
 //! Process figures in the standard Prometheus `process_*` names, read from
 //! /proc at scrape time (Linux only; elsewhere nothing is rendered).
+//!
+//! `process_start_time_seconds` is the wall-clock time recorded by
+//! [`record_start`] at the top of `main` (milliseconds after exec): the
+//! systemd unit's `ProcSubset=pid` hides `/proc/stat`, whose boot time the
+//! /proc computation needs, and the metric was never exported there. Without
+//! a recorded start (tests, the library alone) /proc is used.
 
 use std::fmt::Write as _;
 use std::fs;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch when the process started.
+static START: OnceLock<f64> = OnceLock::new();
+
+/// Records now as the process start (call first thing in `main`; later
+/// calls change nothing).
+pub fn record_start() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let _ = START.set(now);
+}
 
 /// Clock ticks per second for /proc CPU times; 100 on every Linux port we ship.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
@@ -57,18 +78,21 @@ pub fn render(out: &mut String) {
             max,
         );
     }
-    let boot_time = fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("btime "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    });
-    if let (Some(btime), Some(start_ticks)) = (boot_time, field(22)) {
+    let from_proc = || {
+        let boot_time = fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })?;
+        Some(boot_time + field(22)? / CLOCK_TICKS_PER_SECOND)
+    };
+    if let Some(start) = START.get().copied().or_else(from_proc) {
         metric(
             out,
             "process_start_time_seconds",
             "gauge",
             "Start time of the process since unix epoch in seconds.",
-            btime + start_ticks / CLOCK_TICKS_PER_SECOND,
+            start,
         );
     }
 }
@@ -103,5 +127,18 @@ mod tests {
         assert!(value("process_open_fds") >= 3.0);
         assert!(value("process_max_fds") >= value("process_open_fds"));
         assert!(value("process_start_time_seconds") > 1.6e9);
+    }
+
+    #[test]
+    fn start_time_is_the_recorded_one_without_reading_proc_stat() {
+        super::record_start();
+        let recorded = *super::START.get().unwrap();
+        let mut out = String::new();
+        super::render(&mut out);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("process_start_time_seconds "))
+            .unwrap_or_else(|| panic!("missing in {out}"));
+        assert_eq!(line, format!("process_start_time_seconds {recorded}"));
     }
 }

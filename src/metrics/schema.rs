@@ -3,6 +3,10 @@
 //! Names and labels follow shared/DESIGN.md exactly. Label values are bounded:
 //! `pool_host` (the configured pool), `client_id` (capped), `method` (known
 //! methods or `other`), `reason`, `direction` and `kind` (fixed sets).
+//!
+//! `client_id` is registered only when the pool accepts an authorize
+//! (`result: true`, no error), so names it refuses or never answers take no
+//! slot; past `client_id_cap` accepted ids, later ones share `_other`.
 
 use ::metrics::{KeyName, Recorder, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
@@ -15,9 +19,14 @@ pub const ACTIVE_CONNECTIONS: &str = "stratum_active_connections";
 pub const BYTES_SENT_TOTAL: &str = "stratum_bytes_sent_total";
 /// Bytes relayed pool → miner.
 pub const BYTES_RECEIVED_TOTAL: &str = "stratum_bytes_received_total";
-/// Share submissions.
+/// Share submissions, counted as the pool reads them: a key given twice
+/// takes its last value (as serde_json, nlohmann::json and Python's json
+/// do), and a submit whose id is null or missing is counted too (a null id
+/// is matched to an answer with id null, oldest first; a missing one to
+/// nothing, so its outcome is neither accepted nor rejected).
 pub const SUBMITS_TOTAL: &str = "stratum_submits_total";
-/// Submits the pool accepted.
+/// Submits the pool accepted: `result: true` (or CryptoNote's `status`
+/// `OK`) and no error; an error wins over `result: true`.
 pub const ACCEPTED_SHARES_TOTAL: &str = "stratum_accepted_shares_total";
 /// Submits the pool rejected, by reason.
 pub const REJECTED_SHARES_TOTAL: &str = "stratum_rejected_shares_total";

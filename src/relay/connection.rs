@@ -70,6 +70,7 @@ pub(crate) async fn serve<O: Observer>(
     // Consumes `info`, which so does not live in the task for good.
     let mut conn = ObservedConnection::open(observer, info);
     let _ = miner.set_nodelay(true);
+    let _ = limits.keepalive.apply(&miner);
     // Registered here, on the executor thread that runs the task, so its
     // events are that thread's reactor's.
     let miner = match Registered::new(miner) {
@@ -274,6 +275,7 @@ async fn dial_next<O: Observer>(
         match connect(&pools.spec(pool).addr, limits.connect_timeout).await {
             Ok((socket, addr)) => {
                 let _ = socket.get_ref().set_nodelay(true);
+                let _ = limits.keepalive.apply(socket.get_ref());
                 conn.emit(Event::UpstreamConnected {
                     pool,
                     addr,

@@ -8,6 +8,12 @@
 //! second so that neighbours coalesce); the sweeper sleeps until the
 //! earliest deadline of all, wakes the connections whose deadline passed,
 //! and sleeps again. An idle proxy with no deadline due sleeps throughout.
+//!
+//! A slot keeps its connection's waker until the connection hands over
+//! another one or drops its registration; firing a deadline wakes a clone.
+//! (It used to take the waker out, while the connection skips handing over
+//! a waker it already gave: after one wake-up that did not close it, a
+//! connection was never woken by a deadline again.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -96,9 +102,12 @@ impl Sweeper {
                 let due = slot.due_ms.load(Ordering::Relaxed);
                 if due <= now {
                     // Fired once; the connection publishes its next deadline.
+                    // The waker stays in the slot: the connection hands it
+                    // over only when it changes, so taking it here lost
+                    // every later wake-up of a connection that stayed open.
                     slot.due_ms.store(NEVER, Ordering::Relaxed);
-                    if let Some(waker) = slot.waker.lock().unwrap_or_else(|e| e.into_inner()).take()
-                    {
+                    let waker = slot.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let Some(waker) = waker {
                         waker.wake();
                     }
                 } else {
@@ -234,6 +243,46 @@ mod tests {
         }
         assert!(flag.0.load(Ordering::SeqCst), "never woken");
         assert!(Instant::now() >= at, "woken before the deadline");
+    }
+
+    impl Flag {
+        fn new() -> Arc<Flag> {
+            Arc::new(Flag(AtomicBool::new(false), Mutex::new(()), Condvar::new()))
+        }
+
+        /// Waits (at most ten seconds) until woken; whether it was. Clears it.
+        fn wait(&self) -> bool {
+            let mut guard = self.1.lock().unwrap();
+            let limit = Instant::now() + Duration::from_secs(10);
+            while !self.0.load(Ordering::SeqCst) && Instant::now() < limit {
+                guard = self
+                    .2
+                    .wait_timeout(guard, Duration::from_millis(50))
+                    .unwrap()
+                    .0;
+            }
+            self.0.swap(false, Ordering::SeqCst)
+        }
+    }
+
+    /// Regression: once the sweeper had fired for a connection that then
+    /// stayed open (data arrived in between, so it only moved its deadline),
+    /// no later deadline woke it again: the sweeper took the waker out of
+    /// the slot, and the connection, holding the same waker, skipped
+    /// handing it over again. An idle connection then lived forever.
+    #[test]
+    fn a_connection_that_survives_a_wakeup_is_woken_at_its_next_deadline() {
+        let flag = Flag::new();
+        let waker = Waker::from(flag.clone());
+        let mut deadline = Deadline::new();
+        deadline.wake_at(Instant::now() + Duration::from_millis(200), &waker);
+        assert!(flag.wait(), "first deadline never woke the connection");
+        // Data arrived: the connection is still open and publishes its next
+        // deadline with the same waker, as a task polled again does.
+        for round in 2..=3 {
+            deadline.wake_at(Instant::now() + Duration::from_millis(200), &waker);
+            assert!(flag.wait(), "deadline {round} never woke the connection");
+        }
     }
 
     #[test]

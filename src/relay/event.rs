@@ -50,6 +50,10 @@ pub enum RefuseReason {
     MaxConnections,
     /// The new-connection token bucket is empty.
     RateLimit,
+    /// The source address already holds its most connections.
+    AddressConnections,
+    /// The source address's new-connection token bucket is empty.
+    AddressRateLimit,
 }
 
 impl RefuseReason {
@@ -58,6 +62,8 @@ impl RefuseReason {
         match self {
             RefuseReason::MaxConnections => "max_connections",
             RefuseReason::RateLimit => "rate_limit",
+            RefuseReason::AddressConnections => "max_connections_per_address",
+            RefuseReason::AddressRateLimit => "rate_limit_per_address",
         }
     }
 }

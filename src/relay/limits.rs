@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use super::keepalive::Keepalive;
+use super::per_address::PerAddress;
+
 /// Default cap on concurrently relayed miners.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default new-connection rate, per second (token bucket refill).
@@ -31,6 +34,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Time for the miner's first complete line.
     pub handshake_timeout: Duration,
+    /// TCP keepalive and user timeout on the miner's and the pool's socket.
+    pub keepalive: Keepalive,
+    /// Connections and accept rate per source address (unlimited by default).
+    pub per_address: PerAddress,
 }
 
 impl Default for Limits {
@@ -42,6 +49,8 @@ impl Default for Limits {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            keepalive: Keepalive::default(),
+            per_address: PerAddress::default(),
         }
     }
 }

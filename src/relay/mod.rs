@@ -6,7 +6,9 @@
 pub mod connection;
 mod deadline;
 pub mod event;
+pub mod keepalive;
 pub mod limits;
+pub mod per_address;
 pub mod pools;
 pub mod server;
 pub mod upstream;
@@ -15,7 +17,9 @@ pub use event::{
     CloseReason, ConnectionInfo, Direction, Event, NoObserver, Observer, RefuseReason, Side,
     UpstreamFailure,
 };
+pub use keepalive::Keepalive;
 pub use limits::Limits;
+pub use per_address::{AddressLimit, AddressRule, Cidr, PerAddress};
 pub use pools::{HealthPolicy, PoolHealth, PoolId, PoolListener, PoolSpec, PoolStatus, Pools};
 pub use server::{Server, ServerHandle};
 pub use upstream::PoolAddr;

@@ -14,6 +14,7 @@ use smol::{Async, Executor, Timer};
 use super::connection;
 use super::event::{ConnectionInfo, Observer, RefuseReason};
 use super::limits::Limits;
+use super::per_address::AddressTable;
 use super::pools::Pools;
 
 /// Shortest pause after a failed `accept` (EMFILE and friends).
@@ -119,6 +120,7 @@ async fn accept_loop<O: Observer>(
         shared.limits.accept_rate_per_second,
         shared.limits.accept_burst,
     );
+    let per_address = AddressTable::new(shared.limits.per_address.clone());
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -141,6 +143,16 @@ async fn accept_loop<O: Observer>(
             shared.observer.refused(peer, RefuseReason::MaxConnections);
             continue;
         }
+        // Per address before the global bucket: a flooding host is refused
+        // without spending the tokens every other miner needs.
+        let address = match per_address.admit(peer.ip(), Instant::now()) {
+            Ok(address) => address,
+            Err(reason) => {
+                drop(stream);
+                shared.observer.refused(peer, reason);
+                continue;
+            }
+        };
         if !bucket.take(Instant::now()) {
             drop(stream);
             shared.observer.refused(peer, RefuseReason::RateLimit);
@@ -164,7 +176,7 @@ async fn accept_loop<O: Observer>(
         let shared = shared.clone();
         executor
             .spawn(async move {
-                let _guard = guard;
+                let _guard = (guard, address);
                 connection::serve(
                     stream,
                     info,

@@ -297,10 +297,9 @@ impl<'a> Message<'a> {
                     .ok()
                     .map(|f| f.0.0)
             }
-            Method::Login => serde_json::from_slice::<LoginParams<'a>>(params)
+            Method::Login => serde_json::from_slice::<LastString<'a>>(params)
                 .ok()
-                .and_then(|p| p.login)
-                .map(|s| s.0),
+                .and_then(|p| p.0),
             _ => None,
         }
     }
@@ -342,8 +341,8 @@ impl<'a> Message<'a> {
 /// Whether a result is CryptoNote's `{"status": "OK"}`.
 fn is_status_ok(result: &[u8]) -> bool {
     result.starts_with(b"{")
-        && serde_json::from_slice::<StatusResult<'_>>(result)
-            .is_ok_and(|r| r.status.is_some_and(|s| s.0.eq_ignore_ascii_case("ok")))
+        && serde_json::from_slice::<LastString<'_, STATUS>>(result)
+            .is_ok_and(|r| r.0.is_some_and(|s| s.eq_ignore_ascii_case("ok")))
 }
 
 /// A string borrowed from the line, owned only when it holds escapes.
@@ -391,16 +390,40 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
     }
 }
 
-#[derive(Deserialize)]
-struct LoginParams<'a> {
-    #[serde(default, borrow)]
-    login: Option<Str<'a>>,
-}
+/// Key of CryptoNote's login name in `login` params.
+const LOGIN: u8 = 0;
+/// Key of CryptoNote's `{"status": "OK"}` result.
+const STATUS: u8 = 1;
 
-#[derive(Deserialize)]
-struct StatusResult<'a> {
-    #[serde(default, borrow)]
-    status: Option<Str<'a>>,
+/// The string value of one key of a JSON object (`KEY`: [`LOGIN`] or
+/// [`STATUS`]), the last one if the key repeats (as the pools' parsers
+/// read it; a derived struct would refuse the duplicate); `None` if
+/// absent or not a string.
+struct LastString<'a, const KEY: u8 = LOGIN>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a, const KEY: u8> Deserialize<'de> for LastString<'a, KEY> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<const KEY: u8>;
+        impl<'de, const KEY: u8> Visitor<'de> for V<KEY> {
+            type Value = LastString<'de, KEY>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let name = if KEY == LOGIN { "login" } else { "status" };
+                let mut last = None;
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    if key.0 == name {
+                        last = map.next_value::<Loose<'de>>()?.text();
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(LastString(last))
+            }
+        }
+        d.deserialize_map(V::<KEY>)
+    }
 }
 
 /// Any of the error forms pools use; `None` for `null` and `false`.
@@ -761,6 +784,27 @@ mod tests {
             (Some(Method::Other), Some("vendor.special"))
         );
         assert_eq!(Method::Other.as_str(), "other");
+    }
+
+    #[test]
+    fn repeated_keys_read_as_the_pool_reads_them() {
+        let l = parse(
+            r#"{"id":1,"method":"login","params":{"login":"decoy","pass":"x","login":"4Areal.w"}}"#,
+        );
+        assert_eq!(l.user().as_deref(), Some("4Areal.w"));
+        assert_eq!(
+            parse(r#"{"id":2,"error":null,"result":{"status":"KO","status":"OK"}}"#).outcome(),
+            Outcome::Accepted
+        );
+        assert_eq!(
+            parse(r#"{"id":2,"error":null,"result":{"status":"OK","status":"KO"}}"#).outcome(),
+            Outcome::Value
+        );
+        let s = parse(
+            r#"{"id":3,"method":"mining.extranonce.subscribe","params":["w","j","e","t","n"],"method":"mining.submit"}"#,
+        );
+        assert_eq!(s.method(), Some(Method::Submit));
+        assert_eq!(s.worker().as_deref(), Some("w"));
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub(crate) struct Members<'a> {
 }
 
 /// Scans one line: `Ok` for a JSON object, `NotRpc` for other valid JSON or
-/// an object whose `method` or `reject-reason` is not a string (or given
-/// twice), `NotJson` for anything else.
+/// an object whose `method` or `reject-reason` is not a string, `NotJson`
+/// for anything else. A key given twice takes its last value.
 ///
 /// The caller has checked that `b` is UTF-8.
 pub(crate) fn scan(b: &[u8]) -> Result<Members<'_>, ParseFailure> {
@@ -45,7 +45,6 @@ pub(crate) fn scan(b: &[u8]) -> Result<Members<'_>, ParseFailure> {
     }
     // Spans (start, end) of the members' values, by key index.
     let mut spans: [Option<(usize, usize)>; KEYS] = [None; KEYS];
-    let mut duplicate = false;
     i = ws(b, i + 1);
     if b.get(i) == Some(&b'}') {
         i += 1;
@@ -71,7 +70,10 @@ pub(crate) fn scan(b: &[u8]) -> Result<Members<'_>, ParseFailure> {
             let start = ws(b, i + 1);
             let end = skip_value(b, start).map_err(|()| ParseFailure::NotJson)?;
             if key != OTHER {
-                duplicate |= spans[key].replace((start, end)).is_some();
+                // A repeated key takes its last value, as the pools'
+                // parsers do (serde_json, nlohmann::json, Python's json):
+                // metering must read the line the way the pool will.
+                spans[key] = Some((start, end));
             }
             i = ws(b, end);
             match b.get(i) {
@@ -106,9 +108,7 @@ pub(crate) fn scan(b: &[u8]) -> Result<Members<'_>, ParseFailure> {
         error: value(ERROR),
         reject_reason,
     };
-    if duplicate
-        || (members.method.is_none() && members.result.is_none() && members.error.is_none())
-    {
+    if members.method.is_none() && members.result.is_none() && members.error.is_none() {
         return Err(ParseFailure::NotRpc);
     }
     Ok(members)
@@ -400,7 +400,7 @@ mod tests {
             "{}",
             r#"{"foo":1}"#,
             r#"{"method":7}"#,
-            r#"{"id":1,"id":2,"result":true}"#,
+            r#"{"method":"mining.submit","method":7}"#,
             r#"{"result":true,"reject-reason":5}"#,
         ] {
             assert_eq!(
@@ -531,7 +531,65 @@ mod tests {
         })
     }
 
+    #[test]
+    fn a_repeated_key_takes_its_last_value() {
+        let line = br#"{"id":1,"method":"mining.authorize","params":[],"id":7,"method":"mining.submit","params":["w","j"]}"#;
+        let m = scan(line).unwrap();
+        assert_eq!(m.id, Some(&b"7"[..]));
+        assert_eq!(m.method.as_deref(), Some("mining.submit"));
+        assert_eq!(m.params, Some(&br#"["w","j"]"#[..]));
+    }
+
     proptest! {
+        /// Objects whose keys repeat: every member the scanner returns is
+        /// the value serde_json keeps (the last), compared as JSON values.
+        #[test]
+        fn repeated_keys_read_as_serde_json_reads_them(
+            members in prop::collection::vec(
+                (prop::sample::select(vec!["id", "method", "params", "result", "error", "x"]), json_value()),
+                1..8,
+            ),
+        ) {
+            let text = format!(
+                "{{{}}}",
+                members
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\":{v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let oracle: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&text).unwrap();
+            let as_value = |raw: Option<&[u8]>| {
+                raw.map(|r| serde_json::from_slice::<serde_json::Value>(r).unwrap())
+            };
+            match scan(text.as_bytes()) {
+                Ok(m) => {
+                    prop_assert_eq!(as_value(m.id), oracle.get("id").cloned());
+                    prop_assert_eq!(as_value(m.params), oracle.get("params").cloned());
+                    prop_assert_eq!(as_value(m.result), oracle.get("result").cloned());
+                    prop_assert_eq!(as_value(m.error), oracle.get("error").cloned());
+                    prop_assert_eq!(
+                        m.method.as_deref(),
+                        oracle.get("method").and_then(|v| v.as_str())
+                    );
+                }
+                Err(ParseFailure::NotRpc) => {
+                    // Not JSON-RPC: a method that is not a string, or none
+                    // of method, result and error.
+                    let method = oracle.get("method");
+                    prop_assert!(
+                        method.is_some_and(|m| !m.is_string())
+                            || (method.is_none()
+                                && !oracle.contains_key("result")
+                                && !oracle.contains_key("error")),
+                        "{}", text
+                    );
+                }
+                Err(other) => prop_assert!(false, "{:?} for {}", other, text),
+            }
+        }
+
         #[test]
         fn validity_matches_serde_json(tokens in prop::collection::vec(token(), 0..24)) {
             let text: String = tokens.concat();
@@ -555,8 +613,8 @@ mod tests {
                     prop_assert!(inner.trim_start_matches(' ').as_bytes().starts_with(result));
                     prop_assert!(serde_valid(std::str::from_utf8(result).unwrap()));
                 }
-                // `1,"id":2` or `1,"method":7` is valid JSON but a duplicate
-                // or non-string member, which is not JSON-RPC.
+                // `1,"method":7` is valid JSON but a non-string method,
+                // which is not JSON-RPC.
                 Err(ParseFailure::NotRpc) => prop_assert!(serde_valid(&text) && !serde_valid(&inner)),
                 Err(ParseFailure::NotJson) => prop_assert!(!serde_valid(&text), "{}", text),
                 Err(other) => prop_assert!(false, "{:?} for {}", other, text),

@@ -28,8 +28,16 @@ define STRATUM_PROXY_INSTALL_TARGET_CMDS
 		$(TARGET_DIR)/usr/bin/stratum-proxy
 	$(INSTALL) -D -m 0644 $(@D)/stratum-proxy.sysusers \
 		$(TARGET_DIR)/usr/lib/sysusers.d/stratum-proxy.conf
-	$(INSTALL) -D -m 0644 $(@D)/config.json \
+	$(INSTALL) -D -m 0644 $(@D)/stratum-proxy.tmpfiles \
+		$(TARGET_DIR)/usr/lib/tmpfiles.d/stratum-proxy.conf
+	$(INSTALL) -D -m 0640 $(@D)/config.json \
 		$(TARGET_DIR)/etc/stratum-proxy/config.json
+endef
+
+# It may hold pool credentials or the metrics token: root and the service
+# user's group only (tmpfiles.d repeats this at boot).
+define STRATUM_PROXY_PERMISSIONS
+	/etc/stratum-proxy/config.json f 640 root stratum-proxy - - - - -
 endef
 
 define STRATUM_PROXY_INSTALL_INIT_SYSTEMD
