@@ -429,7 +429,7 @@ mod tests {
         let config = top.load_config(&no_env).unwrap();
         assert_eq!(config.pool[0].to_string(), "p.example:1");
         assert_eq!(config.threads, 3);
-        assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.listen, ["127.0.0.1:0".parse().unwrap()]);
         let (help, _) = parse_args(&["check-config", "--help"]).err().unwrap();
         for key in crate::config::KEYS {
             let flag = format!("--{}", key.replace('_', "-"));

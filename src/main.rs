@@ -97,7 +97,12 @@ fn run(config: Config) -> ExitCode {
         },
     };
     // The core owns pool choice and health; the collector hears of changes.
-    let pools = Pools::new(specs, config.health_policy(), Box::new(collector.clone()));
+    let pools = Pools::with_routes(
+        specs,
+        config.routes.clone(),
+        config.health_policy(),
+        Box::new(collector.clone()),
+    );
     let executor = Arc::new(Executor::new());
     let (stop_workers, workers_stopped) = smol::channel::bounded::<()>(1);
     let workers: Vec<_> = (1..config.threads)
@@ -152,9 +157,9 @@ async fn serve(
     executor: Arc<Executor<'static>>,
     started: Instant,
 ) -> Result<(), String> {
-    let server = Server::bind(config.listen, pools.clone(), limits, collector.clone())
+    let server = Server::bind_all(&config.listen, pools.clone(), limits, collector.clone())
         .await
-        .map_err(|e| format!("cannot listen for miners on {}: {e}", config.listen))?;
+        .map_err(|e| format!("cannot listen for miners on {:?}: {e}", config.listen))?;
     let relay = server.handle();
     let names: Vec<String> = pools
         .status()
@@ -168,7 +173,12 @@ async fn serve(
         .collect();
     info!(
         "listening for miners on {}, relaying to pool{} {}",
-        server.local_addr(),
+        server
+            .local_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" and "),
         if names.len() == 1 { "" } else { "s" },
         names.join(", ")
     );

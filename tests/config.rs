@@ -362,7 +362,7 @@ fn precedence_default_file_env_flag() {
     let covered: Vec<&str> = rows.iter().map(|r| r.key).collect();
     for key in KEYS {
         assert!(
-            covered.contains(&key) || ["pool", "pools", "metrics_token"].contains(&key),
+            covered.contains(&key) || ["pool", "pools", "routes", "metrics_token"].contains(&key),
             "no precedence row for {key}"
         );
     }
@@ -501,7 +501,7 @@ fn errors_from_every_layer_are_collected() {
         errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![
             format!(
-                "unknown key \"colour\" in file {path}; allowed keys: listen, pool, pools, metrics_listen, \
+                "unknown key \"colour\" in file {path}; allowed keys: listen, pool, pools, routes, metrics_listen, \
                  log_level, log_format, max_connections, accept_rate_per_second, accept_burst, \
                  max_connections_per_address, accept_rate_per_address, address_overrides, \
                  tcp_keepalive_idle_seconds, tcp_keepalive_interval_seconds, \
@@ -544,7 +544,7 @@ fn unreadable_file_names_who_named_it() {
 #[test]
 fn full_fixture_has_exact_values() {
     let config = load_file(&manifest_path("tests/fixtures/config/valid/full.json")).unwrap();
-    assert_eq!(config.listen, "0.0.0.0:13333".parse().unwrap());
+    assert_eq!(config.listen, ["0.0.0.0:13333".parse().unwrap()]);
     assert_eq!(config.pool[0].host(), "eu1.pool.example.org");
     assert_eq!(config.pool[0].port(), 4444);
     assert_eq!(config.metrics_listen, "127.0.0.1:19100".parse().unwrap());
@@ -662,7 +662,7 @@ fn shipped_overlay_config_parses() {
     let path = manifest_path("systemd/config.json");
     let config = load_file(&path).unwrap_or_else(|e| panic!("{}:\n{}", path.display(), joined(&e)));
     assert!(!config.pool[0].host().is_empty());
-    assert_eq!(config.listen.port(), 3333);
+    assert_eq!(config.listen[0].port(), 3333);
     assert_eq!(config.metrics_listen.port(), 9100);
 }
 
@@ -701,6 +701,7 @@ fn binary_check_config_prints_the_masked_effective_config() {
             "listen": "0.0.0.0:13333",
             "pool": "eu1.pool.example.org:4444",
             "pools": null,
+            "routes": null,
             "metrics_listen": "127.0.0.1:19100",
             "log_level": "debug",
             "log_format": "json",
@@ -861,4 +862,63 @@ mod fuzz {
             }
         }
     }
+}
+
+#[test]
+fn several_pools_and_routes_from_the_file() {
+    let config = load_file(&manifest_path(
+        "tests/fixtures/config/valid/several-pools.json",
+    ))
+    .unwrap_or_else(|e| panic!("{}", joined(&e)));
+    let specs = config.pool_specs();
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["main", "second", "backup"]);
+    assert_eq!(
+        specs
+            .iter()
+            .map(|s| (s.priority, s.weight))
+            .collect::<Vec<_>>(),
+        [(0, 7), (0, 3), (1, 1)]
+    );
+    assert_eq!(config.listen.len(), 2);
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.routes[0].pools, ["backup"]);
+    // --pool flags win over the file's pools (a higher layer).
+    let path = manifest_path("tests/fixtures/config/valid/several-pools.json");
+    let config = load(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--pool",
+            "a.example:1",
+            "--pool",
+            "b.example:2",
+        ],
+        &[],
+    );
+    // The file's routes name pools the flags no longer have: refused.
+    let errors = config.unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.key() == Some("routes")),
+        "{}",
+        joined(&errors)
+    );
+}
+
+#[test]
+fn repeated_pool_flags_are_primary_then_backups() {
+    let config = load(&["--pool", "a.example:1", "--pool", "b.example:2"], &[]).unwrap();
+    let specs = config.pool_specs();
+    assert_eq!(
+        specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.priority, s.weight))
+            .collect::<Vec<_>>(),
+        [("a.example:1", 0, 1), ("b.example:2", 1, 1)]
+    );
+    // The effective configuration shows them as a list, which loads back.
+    let json = config.effective_json();
+    assert_eq!(json["pool"], json!(["a.example:1", "b.example:2"]));
+    let again = load_file(&temp_file(&json.to_string())).unwrap();
+    assert_eq!(again.pool_specs(), specs);
 }

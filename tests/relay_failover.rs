@@ -33,6 +33,8 @@ fn fast_policy() -> HealthPolicy {
         failback_after: None,
         move_rate_per_second: 5.0,
         reconnect_message: false,
+        balance_tolerance: 0.05,
+        rate_min_age: Duration::from_millis(500),
     }
 }
 
@@ -302,7 +304,8 @@ fn a_pool_that_closes_before_answering_is_replaced_for_the_same_miner() {
     assert_byte_exact(&report, &records_by_user(&backup));
     // Only the backup ever spoke to a miner: the closing pool stays "up"
     // here (fall 100) and is still first in the dial order.
-    assert_eq!(pools.dial_order()[0], 0);
+    let (local, peer) = ("127.0.0.1:3333".parse().unwrap(), [127, 0, 0, 1].into());
+    assert_eq!(pools.dial_order(local, peer)[0], 0);
 }
 
 #[test]

@@ -292,7 +292,9 @@ def main(args):
              lambda: prom.by(f'up{{job="{JOB}"}}', "job").get(JOB) == 1.0, 30)
 
     # 3. A miner connects while the pool is down: upstream connect refused.
-    with raw_connect(ports["listen"]):
+    # (The pool is dialled at the miner's first line.)
+    with raw_connect(ports["listen"]) as miner:
+        miner.sendall(b'{"id":1,"method":"mining.subscribe","params":[]}\n')
         wait_for("an upstream connect failure (refused)",
                  counted("stratum_upstream_connect_failures_total", "reason", "refused"), 20)
 

@@ -20,10 +20,10 @@
 macro_rules! config_keys {
     ($then:ident) => {
         $then! {
-            /// Address miners connect to (port 0: any free port).
-            listen => listen: SocketAddr = Some(DEFAULT_LISTEN), Listen,
+            /// Addresses miners connect to (port 0: any free port).
+            listen => listen: Vec<SocketAddr> = Some(vec![DEFAULT_LISTEN]), ListenList,
                 env ["LISTEN_HOST", "LISTEN_PORT"],
-                flag "ADDR" [Option<String>] "address miners connect to (default 0.0.0.0:3333; port 0 = any free)";
+                flag "ADDR" [Vec<String>] "address miners connect to (default 0.0.0.0:3333; port 0 = any free); repeat for several";
             /// The pool and its backups in order (empty when `pools` is used);
             /// resolved per connection by the relay.
             pool => pool: Vec<PoolAddr> = Some(Vec::new()), Pool,
@@ -33,6 +33,10 @@ macro_rules! config_keys {
             pools => pools: Vec<PoolSpec> = Some(Vec::new()), PoolList,
                 env ["POOLS"],
                 flag "JSON" [Option<String>] "pools as JSON: [{\"name\":..,\"address\":\"HOST:PORT\",\"priority\":0,\"weight\":1},..] (usually in the file)";
+            /// Where miners go by listen address or source network.
+            routes => routes: Vec<Route> = Some(Vec::new()), RouteList,
+                env ["ROUTES"],
+                flag "JSON" [Option<String>] "routes as JSON: [{\"listen\":\"IP:PORT\",\"source\":\"CIDR\",\"pools\":[NAME,..]},..] (usually in the file)";
             /// Address of the HTTP server (port 0: any free port).
             metrics_listen => metrics_listen: SocketAddr = Some(DEFAULT_METRICS_LISTEN), Listen,
                 env ["METRICS_HOST", "METRICS_PORT"],

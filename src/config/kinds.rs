@@ -12,8 +12,9 @@ use serde_json::Value;
 
 use super::{ClientIdMode, MAX_DURATION, MAX_TOKEN_BYTES, SECRET_MASK, Secret};
 use crate::logging::LogFormat;
+use crate::relay::per_address::Cidr;
 use crate::relay::per_address::{AddressRule, parse_rules};
-use crate::relay::pools::{PoolSpec, ProbeKind};
+use crate::relay::pools::{PoolSpec, ProbeKind, Route};
 use crate::relay::upstream::{PoolAddr, PoolAddrError};
 
 /// A value as one layer gave it: JSON from the file, text from the
@@ -386,6 +387,169 @@ impl Kind for Listen {
             }
         }
         result
+    }
+}
+
+/// The miners' listen addresses: one, or in the file a list (and `--listen`
+/// repeated); `LISTEN_HOST` and `LISTEN_PORT` replace their half of a
+/// single address.
+pub(crate) struct ListenList;
+
+impl Kind for ListenList {
+    type Value = Vec<SocketAddr>;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Vec<SocketAddr>> {
+        match raw {
+            Raw::Json(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_LISTENS => {
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        Listen.parse(Raw::Json(item)).map_err(|p| {
+                            Some(format!(
+                                "item {i}: {}",
+                                p.unwrap_or_else(|| "not IP:PORT".into())
+                            ))
+                        })
+                    })
+                    .collect()
+            }
+            Raw::Json(Value::Array(_)) => Err(Some(format!("1 to {MAX_LISTENS} addresses"))),
+            raw => Ok(vec![Listen.parse(raw)?]),
+        }
+    }
+    fn allowed(&self) -> String {
+        format!("{ALLOWED_SOCKET}; in the file also a list of up to {MAX_LISTENS}")
+    }
+    fn json(&self, value: &Vec<SocketAddr>) -> Value {
+        match value.as_slice() {
+            [one] => Value::from(one.to_string()),
+            many => Value::from(many.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        }
+    }
+    fn combine(&self, values: Vec<Vec<SocketAddr>>) -> Option<Vec<SocketAddr>> {
+        Some(values.into_iter().flatten().collect())
+    }
+    fn env(
+        &self,
+        current: Option<&Vec<SocketAddr>>,
+        vars: &[(&'static str, &str)],
+    ) -> EnvResult<Vec<SocketAddr>> {
+        let single = match current.map(Vec::as_slice) {
+            Some([one]) => Some(*one),
+            _ => None,
+        };
+        let result = Listen.env(single.as_ref(), vars);
+        EnvResult {
+            value: result.value.map(|(addr, var)| (vec![addr], var)),
+            problems: result.problems,
+            incomplete: result.incomplete,
+        }
+    }
+}
+
+/// Most listen addresses.
+pub(crate) const MAX_LISTENS: usize = 16;
+
+/// Routes: a JSON list of `{"listen": "IP:PORT", "source": "CIDR",
+/// "pools": [NAME, ...]}` (either condition may be left out; `"pool": NAME`
+/// for one pool). The first route that matches a miner decides.
+pub(crate) struct RouteList;
+
+const ALLOWED_ROUTES: &str = "a list of {\"listen\": \"IP:PORT\", \"source\": \"CIDR\", \
+     \"pools\": [NAME, ...]} (listen and source optional, \"pool\": NAME for one pool); \
+     the first route that matches a miner decides";
+
+impl Kind for RouteList {
+    type Value = Vec<Route>;
+    fn parse(&self, raw: Raw<'_>) -> Parsed<Vec<Route>> {
+        let parsed;
+        let value = match raw {
+            Raw::Json(value) => value,
+            Raw::Text(text) => {
+                parsed = serde_json::from_str::<Value>(text)
+                    .map_err(|e| Some(format!("not JSON: {e}")))?;
+                &parsed
+            }
+        };
+        let Value::Array(items) = value else {
+            return Err(Some(format!(
+                "a JSON array is needed, not {}",
+                json_kind(value)
+            )));
+        };
+        let mut routes = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Value::Object(fields) = item else {
+                return Err(Some(format!(
+                    "item {i} is {}, not an object",
+                    json_kind(item)
+                )));
+            };
+            for key in fields.keys() {
+                if !["listen", "source", "pools", "pool"].contains(&key.as_str()) {
+                    return Err(Some(format!("item {i}: unknown key {key:?}")));
+                }
+            }
+            let listen = match fields.get("listen") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(text)) => Some(
+                    text.parse::<SocketAddr>()
+                        .map_err(|_| Some(format!("item {i}: listen {text:?} is not IP:PORT")))?,
+                ),
+                Some(other) => return Err(Some(format!("item {i}: listen is {other}"))),
+            };
+            let source = match fields.get("source") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(text)) => Some(
+                    text.parse::<Cidr>()
+                        .map_err(|e| Some(format!("item {i}: source: {e}")))?,
+                ),
+                Some(other) => return Err(Some(format!("item {i}: source is {other}"))),
+            };
+            let pools = match (fields.get("pools"), fields.get("pool")) {
+                (Some(Value::Array(names)), None) if !names.is_empty() => names
+                    .iter()
+                    .map(|n| n.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<String>>>()
+                    .ok_or_else(|| Some(format!("item {i}: pools must be names")))?,
+                (None, Some(Value::String(name))) => vec![name.clone()],
+                _ => {
+                    return Err(Some(format!(
+                        "item {i}: give \"pools\": [NAME, ...] or \"pool\": NAME"
+                    )));
+                }
+            };
+            routes.push(Route {
+                listen,
+                source,
+                pools,
+            });
+        }
+        Ok(routes)
+    }
+    fn allowed(&self) -> String {
+        ALLOWED_ROUTES.to_string()
+    }
+    fn json(&self, value: &Vec<Route>) -> Value {
+        if value.is_empty() {
+            return Value::Null;
+        }
+        Value::from(
+            value
+                .iter()
+                .map(|r| {
+                    let mut o = serde_json::Map::new();
+                    if let Some(listen) = r.listen {
+                        o.insert("listen".into(), Value::from(listen.to_string()));
+                    }
+                    if let Some(source) = r.source {
+                        o.insert("source".into(), Value::from(source.to_string()));
+                    }
+                    o.insert("pools".into(), Value::from(r.pools.clone()));
+                    Value::Object(o)
+                })
+                .collect::<Vec<_>>(),
+        )
     }
 }
 

@@ -56,8 +56,8 @@ pub use error::{ConfigError, Layer};
 pub use file::MAX_CONFIG_FILE_BYTES;
 pub(crate) use keys::config_keys;
 use kinds::{
-    AddressRules, Choice, Count, Kind, Listen, Pool, PoolList, Rate, Raw, Seconds, SecondsUpTo,
-    Switch, Token,
+    AddressRules, Choice, Count, Kind, Listen, ListenList, Pool, PoolList, Rate, Raw, RouteList,
+    Seconds, SecondsUpTo, Switch, Token,
 };
 
 use crate::logging::LogFormat;
@@ -68,7 +68,7 @@ use crate::relay::per_address::AddressRule;
 use crate::relay::pools::{
     DEFAULT_CHECK_INTERVAL, DEFAULT_FAILBACK_AFTER, DEFAULT_FAILOVER_WAIT, DEFAULT_FALL,
     DEFAULT_MOVE_RATE_PER_SECOND, DEFAULT_RISE, DEFAULT_STALL_FACTOR, HealthPolicy, PoolSpec,
-    ProbeKind,
+    ProbeKind, Route,
 };
 use crate::relay::upstream::PoolAddr;
 
@@ -626,17 +626,41 @@ impl Resolver<'_> {
             }
             _ => {}
         }
-        if ports_collide(config.listen, config.metrics_listen) {
+        if let Some(listen) = config
+            .listen
+            .iter()
+            .find(|listen| ports_collide(**listen, config.metrics_listen))
+        {
             self.errors.push(ConfigError::InvalidValue {
                 key: "metrics_listen",
                 layer: self.layer_of("metrics_listen"),
                 value: format!("{:?}", config.metrics_listen.to_string()),
                 problem: Some(format!(
                     "the same port as listen {} (from {})",
-                    config.listen,
+                    listen,
                     self.layer_of("listen")
                 )),
                 allowed: "an address and port that miners' listen address does not use".to_string(),
+            });
+        }
+        let specs = config.pool_specs();
+        if !specs.is_empty()
+            && let Err(problem) = crate::relay::pools::validate(&specs, &config.routes)
+        {
+            let (key, value) = match &problem {
+                crate::relay::pools::PoolsError::UnknownRouteTarget(name) => {
+                    ("routes", name.clone())
+                }
+                _ => ("pools", String::new()),
+            };
+            self.errors.push(ConfigError::InvalidValue {
+                key,
+                layer: self.layer_of(key),
+                value: format!("{value:?}"),
+                problem: Some(problem.to_string()),
+                allowed: "route targets that name configured pools (pool names: as in \"pools\", \
+                          or HOST:PORT for \"pool\")"
+                    .to_string(),
             });
         }
     }
@@ -675,7 +699,7 @@ mod tests {
     #[test]
     fn defaults_with_only_a_pool() {
         let config = load_env(&[("POOL_HOST", "pool.example.com"), ("POOL_PORT", "3333")]).unwrap();
-        assert_eq!(config.listen, "0.0.0.0:3333".parse().unwrap());
+        assert_eq!(config.listen, ["0.0.0.0:3333".parse().unwrap()]);
         assert_eq!(config.metrics_listen, "0.0.0.0:9100".parse().unwrap());
         assert_eq!(config.pool[0].host(), "pool.example.com");
         assert_eq!(config.pool[0].port(), 3333);
@@ -729,7 +753,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.pool[0].to_string(), "[::1]:3334");
-        assert_eq!(config.listen, "[::]:3333".parse().unwrap());
+        assert_eq!(config.listen, ["[::]:3333".parse().unwrap()]);
         assert_eq!(config.metrics_listen, "0.0.0.0:0".parse().unwrap());
     }
 

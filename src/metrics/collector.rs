@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -178,6 +178,10 @@ impl Registrar<'_> {
 
 /// Per-pool handles, registered once.
 struct PoolMetrics {
+    /// The `pool_host` label.
+    label: String,
+    /// Its `_unknown` (or `_all`) client.
+    unknown_client: Arc<ClientMetrics>,
     connections: Counter,
     active: Gauge,
     bytes_sent: Counter,
@@ -288,15 +292,17 @@ pub const POOL_HOST_NONE: &str = "_none";
 pub struct Collector {
     recorder: Arc<PrometheusRecorder>,
     options: CollectorOptions,
-    /// One per pool in [`PoolId`] order, then [`POOL_HOST_NONE`].
-    pools: Vec<PoolMetrics>,
+    /// One per pool in [`PoolId`] order (a reload may add pools).
+    pools: RwLock<Vec<Arc<PoolMetrics>>>,
+    /// Miners not (yet) relayed: [`POOL_HOST_NONE`].
+    none: Arc<PoolMetrics>,
+    /// `_unknown`, or `_all` when per-client metrics are off.
+    unknown_id: &'static str,
     /// Indexed like [`RefuseReason`]: max_connections, rate_limit,
     /// max_connections_per_address, rate_limit_per_address.
     refused: [Counter; 4],
     /// By client id, then by pool.
     clients: Mutex<HashMap<String, Vec<Option<Arc<ClientMetrics>>>>>,
-    /// The `_unknown` (or `_all`) client of each pool.
-    unknown_clients: Vec<Arc<ClientMetrics>>,
     totals: Totals,
     health: Health,
     start: Instant,
@@ -311,8 +317,10 @@ pub struct Collector {
 pub struct ConnectionMeter {
     id: u64,
     peer: SocketAddr,
-    /// The pool relayed to, or the [`POOL_HOST_NONE`] slot before that.
-    pool: usize,
+    /// The pool relayed to, once there is one.
+    pool: Option<PoolId>,
+    /// Its metrics ([`POOL_HOST_NONE`]'s before that).
+    metrics: Arc<PoolMetrics>,
     client: Arc<ClientMetrics>,
     difficulty: f64,
     pending: VecDeque<Pending>,
@@ -339,47 +347,17 @@ impl Collector {
         let r = Registrar {
             recorder: &recorder,
         };
-        let labels: Vec<&str> = options
+        let unknown_id = if options.client_id == ClientIdMode::None {
+            CLIENT_ID_ALL
+        } else {
+            CLIENT_ID_UNKNOWN
+        };
+        let pools: Vec<Arc<PoolMetrics>> = options
             .pools
             .iter()
-            .map(String::as_str)
-            .chain([POOL_HOST_NONE])
+            .map(|label| Arc::new(register_pool(&r, label, unknown_id)))
             .collect();
-        let pools: Vec<PoolMetrics> = labels
-            .iter()
-            .map(|pool| {
-                let p = [("pool_host", *pool)];
-                let with = |k: &'static str, v: &'static str| [("pool_host", *pool), (k, v)];
-                PoolMetrics {
-                    connections: r.counter(CONNECTIONS_TOTAL, &p),
-                    active: r.gauge(ACTIVE_CONNECTIONS, &p),
-                    bytes_sent: r.counter(BYTES_SENT_TOTAL, &p),
-                    bytes_received: r.counter(BYTES_RECEIVED_TOTAL, &p),
-                    duration: r.histogram(CONNECTION_DURATION_SECONDS, &p),
-                    connect_latency: r.histogram(CONNECT_LATENCY_SECONDS, &p),
-                    request_response: Method::ALL
-                        .iter()
-                        .map(|m| r.histogram(REQUEST_RESPONSE_SECONDS, &with("method", m.as_str())))
-                        .collect(),
-                    parse_failures: [Direction::MinerToPool, Direction::PoolToMiner]
-                        .map(|d| r.counter(PARSE_FAILURES_TOTAL, &with("direction", d.as_str()))),
-                    upstream_failures: UpstreamFailure::ALL.map(|f| {
-                        r.counter(UPSTREAM_CONNECT_FAILURES_TOTAL, &with("reason", f.as_str()))
-                    }),
-                    timeouts: ["handshake", "idle"]
-                        .map(|k| r.counter(CONNECTION_TIMEOUTS_TOTAL, &with("kind", k))),
-                    pending: r.gauge(PENDING_REQUESTS, &p),
-                    expired: r.counter(EXPIRED_REQUESTS_TOTAL, &p),
-                    reachable: r.gauge(POOL_REACHABLE, &p),
-                    up: AtomicBool::new(true),
-                    probed: AtomicBool::new(false),
-                    failovers: r.counter(FAILOVERS_TOTAL, &p),
-                    failover_lost: r.counter(FAILOVER_LOST_REQUESTS_TOTAL, &p),
-                    moves: r.counter(MOVES_TOTAL, &p),
-                    reconnects_sent: r.counter(RECONNECTS_SENT_TOTAL, &p),
-                }
-            })
-            .collect();
+        let none = Arc::new(register_pool(&r, POOL_HOST_NONE, unknown_id));
         let refused = [
             RefuseReason::MaxConnections,
             RefuseReason::RateLimit,
@@ -389,30 +367,24 @@ impl Collector {
         .map(|reason| r.counter(REFUSED_CONNECTIONS_TOTAL, &[("reason", reason.as_str())]));
         r.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))])
             .set(1.0);
-        for pool in &pools[..options.pools.len()] {
+        for pool in &pools {
             pool.reachable.set(1.0);
         }
-        let unknown_id = if options.client_id == ClientIdMode::None {
-            CLIENT_ID_ALL
-        } else {
-            CLIENT_ID_UNKNOWN
-        };
-        let unknown_clients: Vec<Arc<ClientMetrics>> = options
-            .pools
-            .iter()
-            .map(|pool| Arc::new(register_client(&r, pool, unknown_id)))
-            .collect();
         let mut clients = HashMap::new();
         clients.insert(
             unknown_id.to_owned(),
-            unknown_clients.iter().cloned().map(Some).collect(),
+            pools
+                .iter()
+                .map(|p| Some(p.unknown_client.clone()))
+                .collect(),
         );
         Collector {
             options,
-            pools,
+            pools: RwLock::new(pools),
+            none,
+            unknown_id,
             refused,
             clients: Mutex::new(clients),
-            unknown_clients,
             totals: Totals::default(),
             health: Health {
                 last_success_ms: AtomicU64::new(0),
@@ -455,7 +427,7 @@ impl Collector {
 
     /// The handles of `client_id` on `pool` (registered on first use; the
     /// cap counts distinct ids over all pools).
-    fn client(&self, client_id: &str, pool: usize) -> Arc<ClientMetrics> {
+    fn client(&self, client_id: &str, pool: PoolId) -> Arc<ClientMetrics> {
         let client_id = truncate(client_id, MAX_CLIENT_ID_BYTES);
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         // The cap counts real ids; `_unknown`/`_all` and `_other` come on top.
@@ -464,18 +436,26 @@ impl Collector {
         } else {
             CLIENT_ID_OTHER
         };
-        let per_pool = clients
-            .entry(id.to_owned())
-            .or_insert_with(|| vec![None; self.options.pools.len()]);
+        let per_pool = clients.entry(id.to_owned()).or_default();
+        if per_pool.len() <= pool {
+            per_pool.resize(pool + 1, None);
+        }
         if let Some(client) = &per_pool[pool] {
             return client.clone();
         }
         let r = Registrar {
             recorder: &self.recorder,
         };
-        let client = Arc::new(register_client(&r, &self.options.pools[pool], id));
+        let client = Arc::new(register_client(&r, &self.pool(pool).label, id));
         per_pool[pool] = Some(client.clone());
         client
+    }
+
+    /// The metrics of `pool` (registered by [`PoolListener::added`] for a
+    /// pool a reload added).
+    fn pool(&self, pool: PoolId) -> Arc<PoolMetrics> {
+        let pools = self.pools.read().unwrap_or_else(|e| e.into_inner());
+        pools.get(pool).unwrap_or(&self.none).clone()
     }
 
     /// The `client_id` a login name would get, per the configured mode
@@ -523,13 +503,12 @@ impl Collector {
         let success = self.health.last_success_ms.load(Ordering::Relaxed);
         let failure = self.health.last_failure_ms.load(Ordering::Relaxed);
         let recent = |t: u64| t != 0 && now.saturating_sub(t) <= window;
-        let configured = &self.pools[..self.options.pools.len()];
-        if !configured.iter().any(|p| p.up.load(Ordering::Relaxed)) {
-            return Err(format!(
-                "every pool is down: {}",
-                self.options.pools.join(", ")
-            ));
+        let pools = self.pools.read().unwrap_or_else(|e| e.into_inner());
+        if !pools.iter().any(|p| p.up.load(Ordering::Relaxed)) {
+            let labels: Vec<&str> = pools.iter().map(|p| p.label.as_str()).collect();
+            return Err(format!("every pool is down: {}", labels.join(", ")));
         }
+        drop(pools);
         if recent(failure) && failure > success && !recent(success) {
             return Err(format!(
                 "pool unreachable: every upstream attempt in the last {}s failed",
@@ -593,8 +572,8 @@ impl Collector {
                 break;
             }
             conn.pending.pop_front();
-            self.pools[conn.pool].pending.decrement(1.0);
-            self.pools[conn.pool].expired.increment(1);
+            conn.metrics.pending.decrement(1.0);
+            conn.metrics.expired.increment(1);
         }
     }
 
@@ -613,8 +592,8 @@ impl Collector {
         self.expire(conn, now_us);
         if conn.pending.len() >= MAX_PENDING_REQUESTS {
             conn.pending.pop_front();
-            self.pools[conn.pool].pending.decrement(1.0);
-            self.pools[conn.pool].expired.increment(1);
+            conn.metrics.pending.decrement(1.0);
+            conn.metrics.expired.increment(1);
         }
         let id_hash = hash_id(id.raw_bytes());
         if method.is_login() {
@@ -642,7 +621,7 @@ impl Collector {
             difficulty: conn.difficulty,
             method,
         });
-        self.pools[conn.pool].pending.increment(1.0);
+        conn.metrics.pending.increment(1.0);
     }
 
     fn response(&self, conn: &mut ConnectionMeter, message: &Message<'_>) {
@@ -655,11 +634,10 @@ impl Collector {
         let Some(pending) = conn.pending.remove(index) else {
             return;
         };
-        self.pools[conn.pool].pending.decrement(1.0);
+        conn.metrics.pending.decrement(1.0);
         // `Method::ALL` lists the variants in declaration order.
         let waited_us = self.now_us().saturating_sub(pending.sent_us);
-        self.pools[conn.pool].request_response[pending.method as usize]
-            .record(waited_us as f64 / 1e6);
+        conn.metrics.request_response[pending.method as usize].record(waited_us as f64 / 1e6);
         self.sampled();
         let outcome = message.outcome();
         if pending.method.is_share_submit() {
@@ -682,7 +660,8 @@ impl Collector {
             && login_hash == id_hash
             && let Some((_, client_id)) = conn.login.take()
             && outcome == Outcome::Accepted
-            && let client = self.client(&client_id, conn.pool)
+            && let Some(pool) = conn.pool
+            && let client = self.client(&client_id, pool)
             && !Arc::ptr_eq(&client, &conn.client)
         {
             if log_peer(log::Level::Info, PeerLine::Authorized) {
@@ -712,31 +691,29 @@ impl Collector {
         down: u64,
         reason: CloseReason,
     ) {
-        if conn.pool < self.options.pools.len() {
-            self.pools[conn.pool].active.decrement(1.0);
+        if conn.pool.is_some() {
+            conn.metrics.active.decrement(1.0);
         }
         self.totals.active.fetch_sub(1, Ordering::Relaxed);
-        self.pools[conn.pool]
-            .duration
-            .record(duration.as_secs_f64());
+        conn.metrics.duration.record(duration.as_secs_f64());
         self.sampled();
         match reason {
-            CloseReason::HandshakeTimeout => self.pools[conn.pool].timeouts[0].increment(1),
-            CloseReason::IdleTimeout => self.pools[conn.pool].timeouts[1].increment(1),
+            CloseReason::HandshakeTimeout => conn.metrics.timeouts[0].increment(1),
+            CloseReason::IdleTimeout => conn.metrics.timeouts[1].increment(1),
             _ => {}
         }
         let left = conn.pending.len();
         if reason == CloseReason::Moved {
-            self.pools[conn.pool].moves.increment(1);
+            conn.metrics.moves.increment(1);
         }
         if reason == CloseReason::PoolDown {
-            let pool = &self.pools[conn.pool];
+            let pool = &conn.metrics;
             pool.failovers.increment(1);
             pool.failover_lost.increment(left as u64);
         }
         if left > 0 {
-            self.pools[conn.pool].pending.decrement(left as f64);
-            self.pools[conn.pool].expired.increment(left as u64);
+            conn.metrics.pending.decrement(left as f64);
+            conn.metrics.expired.increment(left as u64);
             conn.pending.clear();
         }
         let detail = match reason {
@@ -757,6 +734,41 @@ impl Collector {
             up,
             down
         );
+    }
+}
+
+/// Registers the handles of one pool.
+fn register_pool(r: &Registrar<'_>, pool: &str, unknown_id: &str) -> PoolMetrics {
+    let p = [("pool_host", pool)];
+    let with = |k: &'static str, v: &'static str| [("pool_host", pool), (k, v)];
+    PoolMetrics {
+        label: pool.to_owned(),
+        unknown_client: Arc::new(register_client(r, pool, unknown_id)),
+        connections: r.counter(CONNECTIONS_TOTAL, &p),
+        active: r.gauge(ACTIVE_CONNECTIONS, &p),
+        bytes_sent: r.counter(BYTES_SENT_TOTAL, &p),
+        bytes_received: r.counter(BYTES_RECEIVED_TOTAL, &p),
+        duration: r.histogram(CONNECTION_DURATION_SECONDS, &p),
+        connect_latency: r.histogram(CONNECT_LATENCY_SECONDS, &p),
+        request_response: Method::ALL
+            .iter()
+            .map(|m| r.histogram(REQUEST_RESPONSE_SECONDS, &with("method", m.as_str())))
+            .collect(),
+        parse_failures: [Direction::MinerToPool, Direction::PoolToMiner]
+            .map(|d| r.counter(PARSE_FAILURES_TOTAL, &with("direction", d.as_str()))),
+        upstream_failures: UpstreamFailure::ALL
+            .map(|f| r.counter(UPSTREAM_CONNECT_FAILURES_TOTAL, &with("reason", f.as_str()))),
+        timeouts: ["handshake", "idle"]
+            .map(|k| r.counter(CONNECTION_TIMEOUTS_TOTAL, &with("kind", k))),
+        pending: r.gauge(PENDING_REQUESTS, &p),
+        expired: r.counter(EXPIRED_REQUESTS_TOTAL, &p),
+        reachable: r.gauge(POOL_REACHABLE, &p),
+        up: AtomicBool::new(true),
+        probed: AtomicBool::new(false),
+        failovers: r.counter(FAILOVERS_TOTAL, &p),
+        failover_lost: r.counter(FAILOVER_LOST_REQUESTS_TOTAL, &p),
+        moves: r.counter(MOVES_TOTAL, &p),
+        reconnects_sent: r.counter(RECONNECTS_SENT_TOTAL, &p),
     }
 }
 
@@ -804,7 +816,7 @@ fn hash_id(raw: &[u8]) -> u64 {
 
 impl PoolListener for Collector {
     fn changed(&self, pool: PoolId, spec: &PoolSpec, health: PoolHealth) {
-        let metrics = &self.pools[pool];
+        let metrics = self.pool(pool);
         match health {
             PoolHealth::Up => {
                 metrics.up.store(true, Ordering::Relaxed);
@@ -824,14 +836,28 @@ impl PoolListener for Collector {
         }
     }
 
+    fn added(&self, pool: PoolId, spec: &PoolSpec) {
+        let r = Registrar {
+            recorder: &self.recorder,
+        };
+        let metrics = Arc::new(register_pool(&r, &spec.name, self.unknown_id));
+        metrics.reachable.set(1.0);
+        let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        // Ids are handed out in order, so this is the next one.
+        if pools.len() == pool {
+            pools.push(metrics);
+        }
+        info!("pool {} ({}) added", spec.name, spec.addr);
+    }
+
     fn probed(&self, pool: PoolId, ok: bool) {
         self.record_probe(ok);
-        let metrics = &self.pools[pool];
+        let metrics = self.pool(pool);
         metrics.reachable.set(if ok { 1.0 } else { 0.0 });
         // The first verdict on each pool is logged; later ones only when
         // they change its health (see `changed`).
         if !metrics.probed.swap(true, Ordering::Relaxed) {
-            let name = &self.options.pools[pool];
+            let name = &metrics.label;
             if ok {
                 info!("pool {name} is reachable");
             } else {
@@ -852,11 +878,12 @@ impl Observer for Collector {
         }
         // The client is known on a pool: this one is replaced when the
         // upstream connects (nothing is metered before that).
-        let client = self.unknown_clients[0].clone();
+        let client = self.none.unknown_client.clone();
         ConnectionMeter {
             id: info.id,
             peer: info.peer,
-            pool: self.options.pools.len(),
+            pool: None,
+            metrics: self.none.clone(),
             client,
             difficulty: 0.0,
             pending: VecDeque::new(),
@@ -866,16 +893,16 @@ impl Observer for Collector {
 
     fn event(&self, conn: &mut ConnectionMeter, event: Event<'_>) {
         match event {
-            Event::ReconnectSent { .. } => self.pools[conn.pool].reconnects_sent.increment(1),
+            Event::ReconnectSent { .. } => conn.metrics.reconnects_sent.increment(1),
             Event::Relayed { direction, bytes } => match direction {
                 Direction::MinerToPool => {
-                    self.pools[conn.pool].bytes_sent.increment(bytes as u64);
+                    conn.metrics.bytes_sent.increment(bytes as u64);
                     self.totals
                         .bytes_sent
                         .fetch_add(bytes as u64, Ordering::Relaxed);
                 }
                 Direction::PoolToMiner => {
-                    self.pools[conn.pool].bytes_received.increment(bytes as u64);
+                    conn.metrics.bytes_received.increment(bytes as u64);
                     self.totals
                         .bytes_received
                         .fetch_add(bytes as u64, Ordering::Relaxed);
@@ -907,20 +934,21 @@ impl Observer for Collector {
             }
             Event::Request { .. } | Event::Response { .. } | Event::Notification { .. } => {}
             Event::ParseFailed { direction, .. } => {
-                self.pools[conn.pool].parse_failures[direction as usize].increment(1);
+                conn.metrics.parse_failures[direction as usize].increment(1);
             }
             Event::UpstreamConnected { pool, latency, .. } => {
-                if conn.pool < self.options.pools.len() {
+                if conn.pool.is_some() {
                     // Dialled again: the first pool closed before answering.
-                    self.pools[conn.pool].active.decrement(1.0);
+                    conn.metrics.active.decrement(1.0);
                 }
-                conn.pool = pool;
-                let metrics = &self.pools[pool];
+                conn.pool = Some(pool);
+                conn.metrics = self.pool(pool);
+                let metrics = &conn.metrics;
                 metrics.connections.increment(1);
                 metrics.active.increment(1.0);
                 conn.client = match self.options.client_id {
                     ClientIdMode::PeerIp => self.client(&conn.peer.ip().to_string(), pool),
-                    _ => self.unknown_clients[pool].clone(),
+                    _ => metrics.unknown_client.clone(),
                 };
                 metrics.connect_latency.record(latency.as_secs_f64());
                 self.sampled();
@@ -934,7 +962,8 @@ impl Observer for Collector {
                 latency,
                 error,
             } => {
-                self.pools[pool].upstream_failures[failure as usize].increment(1);
+                let metrics = self.pool(pool);
+                metrics.upstream_failures[failure as usize].increment(1);
                 self.totals
                     .upstream_failures
                     .fetch_add(1, Ordering::Relaxed);
@@ -946,7 +975,7 @@ impl Observer for Collector {
                         "conn={} peer={} pool {} unreachable ({}) after {:.3}s: {}",
                         conn.id,
                         conn.peer,
-                        self.options.pools[pool],
+                        metrics.label,
                         failure.as_str(),
                         latency.as_secs_f64(),
                         error

@@ -67,8 +67,13 @@ pub(crate) async fn serve<O: Observer>(
     limits: &Limits,
     observer: &O,
 ) {
+    let (id, peer) = (info.id, info.peer.ip());
     // Consumes `info`, which so does not live in the task for good.
     let mut conn = ObservedConnection::open(observer, info);
+    // Routes may depend on the address the miner connected to.
+    let local = miner
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let _ = miner.set_nodelay(true);
     let _ = limits.keepalive.apply(&miner);
     // Registered here, on the executor thread that runs the task, so its
@@ -87,12 +92,12 @@ pub(crate) async fn serve<O: Observer>(
             return;
         }
     };
-    let order = pools.dial_order();
+    let order = pools.dial_order(local, peer);
     let mut tried = 0;
     // Boxed: the connect future (resolver, connect, timer) is large and
     // short-lived; inline it would size every relay task for good.
     let Some((pool, session)) =
-        Box::pin(dial_next(&order, &mut tried, pools, limits, &mut conn)).await
+        Box::pin(dial_next(&order, &mut tried, id, pools, limits, &mut conn)).await
     else {
         return;
     };
@@ -111,6 +116,7 @@ pub(crate) async fn serve<O: Observer>(
         pools_left: tried < order.len(),
         pool_spoke: false,
         in_flight: 0,
+        difficulty: 0.0,
         leaving: None,
         reconnect_sent: false,
         evict_by: None,
@@ -150,7 +156,7 @@ pub(crate) async fn serve<O: Observer>(
                     ),
                 });
                 let Some((socket, session)) =
-                    Box::pin(dial_next(&order, &mut tried, pools, limits, relay.conn)).await
+                    Box::pin(dial_next(&order, &mut tried, id, pools, limits, relay.conn)).await
                 else {
                     return;
                 };
@@ -264,6 +270,7 @@ fn read_into(mut socket: &TcpStream, buffer: &mut [u8]) -> io::Result<Read> {
 async fn dial_next<O: Observer>(
     order: &[PoolId],
     tried: &mut usize,
+    conn_id: u64,
     pools: &Arc<Pools>,
     limits: &Limits,
     conn: &mut ObservedConnection<'_, O>,
@@ -281,7 +288,7 @@ async fn dial_next<O: Observer>(
                     addr,
                     latency: started.elapsed(),
                 });
-                return Some((socket, pools.session(pool)));
+                return Some((socket, pools.session(pool, conn_id)));
             }
             Err((failure, error)) => {
                 pools.dial_failed(pool);
@@ -455,6 +462,8 @@ struct Relay<'c, 'o, O: Observer> {
     pool_spoke: bool,
     /// Requests of the miner not answered yet (by count, not by id).
     in_flight: u32,
+    /// The share difficulty the pool set last (for the pool's hashrate).
+    difficulty: f64,
     /// Why the session is leaving its pool, once it is.
     leaving: Option<Leave>,
     /// The `client.reconnect` line was sent.
@@ -662,6 +671,13 @@ impl<O: Observer> Relay<'_, '_, O> {
             report(conn, direction, frame, &mut flow);
         });
         self.in_flight = (self.in_flight + flow.requests).saturating_sub(flow.responses);
+        if let Some(difficulty) = flow.difficulty {
+            self.difficulty = difficulty;
+        }
+        if flow.submits > 0 {
+            self.session
+                .submitted(f64::from(flow.submits) * self.difficulty);
+        }
         if flow.lines && d == 0 {
             self.handshake_done = true;
         }
@@ -711,6 +727,7 @@ impl<O: Observer> Relay<'_, '_, O> {
     fn leave_reason(&self) -> CloseReason {
         match self.leaving {
             Some(Leave::Move) => CloseReason::Moved,
+            Some(Leave::Disconnect) => CloseReason::Disconnected,
             _ => CloseReason::PoolDown,
         }
     }
@@ -784,6 +801,10 @@ struct Flow {
     lines: bool,
     requests: u32,
     responses: u32,
+    /// Share submits (their work counts toward the pool's hashrate).
+    submits: u32,
+    /// The last difficulty the pool set.
+    difficulty: Option<f64>,
     notified: bool,
 }
 
@@ -805,7 +826,11 @@ fn report<O: Observer>(
                 let message = &message;
                 conn.emit(match message.kind() {
                     Kind::Request => {
-                        flow.requests += u32::from(direction == Direction::MinerToPool);
+                        if direction == Direction::MinerToPool {
+                            flow.requests += 1;
+                            flow.submits +=
+                                u32::from(message.method().is_some_and(|m| m.is_share_submit()));
+                        }
                         Event::Request { direction, message }
                     }
                     Kind::Response => {
@@ -813,8 +838,15 @@ fn report<O: Observer>(
                         Event::Response { direction, message }
                     }
                     Kind::Notification => {
-                        flow.notified |= direction == Direction::PoolToMiner
-                            && message.method() == Some(Method::Notify);
+                        if direction == Direction::PoolToMiner {
+                            match message.method() {
+                                Some(Method::Notify) => flow.notified = true,
+                                Some(Method::SetDifficulty) => {
+                                    flow.difficulty = message.difficulty().or(flow.difficulty);
+                                }
+                                _ => {}
+                            }
+                        }
                         Event::Notification { direction, message }
                     }
                 })

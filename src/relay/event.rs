@@ -131,6 +131,8 @@ pub enum CloseReason {
     /// Moved to a better pool (failback): closed between two lines, or after
     /// its `client.reconnect` it did not follow.
     Moved,
+    /// An operator disconnected it (admin API).
+    Disconnected,
     /// No bytes from the miner for the idle timeout.
     IdleTimeout,
     /// No complete line from the miner within the handshake timeout.
@@ -161,6 +163,7 @@ impl CloseReason {
             CloseReason::UpstreamFailed(_) => "upstream_failed",
             CloseReason::PoolDown => "pool_down",
             CloseReason::Moved => "moved",
+            CloseReason::Disconnected => "disconnected",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::HandshakeTimeout => "handshake_timeout",
             CloseReason::HalfCloseTimeout => "half_close_timeout",

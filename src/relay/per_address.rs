@@ -313,6 +313,15 @@ impl AddressTable {
         })
     }
 
+    /// The same table (its open counts and tokens) applying new `limits`
+    /// from now on (a reload).
+    pub fn with_limits(&self, limits: PerAddress) -> AddressTable {
+        AddressTable {
+            limits: Arc::new(limits),
+            entries: self.entries.clone(),
+        }
+    }
+
     /// Connections open from `ip` (for tests and status).
     pub fn open(&self, ip: IpAddr) -> usize {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());

@@ -43,17 +43,20 @@
 //! latest (shares still in flight then are lost, and the observer counts
 //! them). The miner reconnects and is dialled to a healthy pool.
 
+use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use smol::Timer;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::per_address::Cidr;
 use super::upstream::PoolAddr;
 
 /// Index of a pool in the configured list.
@@ -136,6 +139,12 @@ pub struct HealthPolicy {
     /// Move a miner by sending it one `client.reconnect` line (between two
     /// whole lines) instead of closing its connection.
     pub reconnect_message: bool,
+    /// How far a pool's share of the hashrate may drift above its weight's
+    /// share (0.05 = 5 points) before whole miners are moved off it.
+    pub balance_tolerance: f64,
+    /// A session's hashrate is judged once it is this old (younger ones
+    /// count as the average).
+    pub rate_min_age: Duration,
 }
 
 /// Default [`HealthPolicy::fall`].
@@ -156,6 +165,10 @@ pub const DEFAULT_FAILOVER_WAIT: Duration = Duration::from_secs(2);
 pub const DEFAULT_FAILBACK_AFTER: Duration = Duration::from_secs(120);
 /// Default [`HealthPolicy::move_rate_per_second`].
 pub const DEFAULT_MOVE_RATE_PER_SECOND: f64 = 10.0;
+/// Default [`HealthPolicy::balance_tolerance`].
+pub const DEFAULT_BALANCE_TOLERANCE: f64 = 0.05;
+/// Default [`HealthPolicy::rate_min_age`].
+pub const DEFAULT_RATE_MIN_AGE: Duration = Duration::from_secs(60);
 /// How often moves are handed out (the rate's tokens are counted between).
 pub const MOVE_TICK: Duration = Duration::from_millis(100);
 
@@ -173,6 +186,8 @@ impl Default for HealthPolicy {
             failback_after: Some(DEFAULT_FAILBACK_AFTER),
             move_rate_per_second: DEFAULT_MOVE_RATE_PER_SECOND,
             reconnect_message: false,
+            balance_tolerance: DEFAULT_BALANCE_TOLERANCE,
+            rate_min_age: DEFAULT_RATE_MIN_AGE,
         }
     }
 }
@@ -210,16 +225,24 @@ pub enum PoolHealth {
 pub struct PoolStatus {
     /// Its index.
     pub id: PoolId,
-    /// Its configuration.
+    /// Its configuration (weight and priority as changed at run time).
     pub spec: PoolSpec,
     /// Up or down (and why).
     pub health: PoolHealth,
     /// Time since the last change (or since start).
     pub since: Duration,
+    /// Miners are being moved off it (an operator's drain, or a reload that
+    /// removed it); it is dialled only when no other pool is left.
+    pub draining: bool,
+    /// A reload removed it; kept so its id and metrics stay valid.
+    pub removed: bool,
     /// Miner sessions relayed to it now.
     pub sessions: usize,
     /// Its learnt `mining.notify` interval, if it notified twice yet.
     pub notify_interval: Option<Duration>,
+    /// Its miners' submitted work per second (share difficulty per second;
+    /// × 2^32 is hashes per second), from the last balance check.
+    pub difficulty_per_second: f64,
 }
 
 /// Who hears of health changes and probes (the service's observer).
@@ -230,6 +253,10 @@ pub trait PoolListener: Send + Sync {
     fn probed(&self, pool: PoolId, ok: bool) {
         let _ = (pool, ok);
     }
+    /// A reload added `pool` (its id is new).
+    fn added(&self, pool: PoolId, spec: &PoolSpec) {
+        let _ = (pool, spec);
+    }
 }
 
 impl<T: PoolListener + ?Sized> PoolListener for Arc<T> {
@@ -239,10 +266,36 @@ impl<T: PoolListener + ?Sized> PoolListener for Arc<T> {
     fn probed(&self, pool: PoolId, ok: bool) {
         (**self).probed(pool, ok);
     }
+    fn added(&self, pool: PoolId, spec: &PoolSpec) {
+        (**self).added(pool, spec);
+    }
 }
 
 impl PoolListener for () {
     fn changed(&self, _: PoolId, _: &PoolSpec, _: PoolHealth) {}
+}
+
+/// Where miners that arrive on a listen address or from a source network
+/// go: one named pool or a list of them (chosen between as usual).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Miners that connected to this listen address (any if `None`).
+    pub listen: Option<SocketAddr>,
+    /// Miners from this network (any if `None`).
+    pub source: Option<Cidr>,
+    /// The pools they may be dialled to, by name.
+    pub pools: Vec<String>,
+}
+
+impl Route {
+    fn matches(&self, local: SocketAddr, peer: IpAddr) -> bool {
+        self.listen.is_none_or(|listen| {
+            listen == local
+                || (listen.port() == local.port()
+                    && listen.ip().is_unspecified()
+                    && listen.is_ipv4() == local.is_ipv4())
+        }) && self.source.is_none_or(|cidr| cidr.contains(peer))
+    }
 }
 
 /// The health counters of one pool, under its lock.
@@ -255,41 +308,138 @@ struct Health {
     rises: u32,
 }
 
-/// One registered session, as its pool sees it.
+/// What a session and its pool share: the relay adds work, the pool's
+/// checks read it and ask for moves.
 #[derive(Default)]
+struct SessionShared {
+    /// Share difficulty submitted, in thousandths.
+    work_milli: AtomicU64,
+    /// Asked to leave: 0 no, else a [`Leave`] as `1 + index`.
+    leave: AtomicU8,
+}
+
+/// One registered session, as its pool sees it.
 struct Slot {
-    /// Registered (not a free slot).
-    used: bool,
+    conn: u64,
+    started: Instant,
+    shared: Arc<SessionShared>,
     waker: Option<Waker>,
-    /// Asked to move to another pool.
-    moving: bool,
 }
 
 /// One pool's sessions, for eviction and moves.
 #[derive(Default)]
 struct Sessions {
-    slots: Vec<Slot>,
+    slots: Vec<Option<Slot>>,
     free: Vec<usize>,
 }
 
 struct Pool {
-    spec: PoolSpec,
+    id: PoolId,
+    spec: Mutex<PoolSpec>,
     health: Mutex<Health>,
     /// Set while the pool is down: its sessions close themselves.
     evicting: AtomicBool,
-    /// Sessions asked to move and not gone yet (so the others need not lock).
-    moving: AtomicUsize,
+    /// Miners are moved off it at the bounded rate; dialled last.
+    draining: AtomicBool,
+    /// Removed by a reload: never dialled nor probed again.
+    removed: AtomicBool,
+    /// Sessions asked to leave and not gone yet (so the others need not lock).
+    leaving: AtomicUsize,
     sessions: Mutex<Sessions>,
     session_count: AtomicUsize,
+    /// Sessions dialled since the last balance check (their hashrate is
+    /// not known yet).
+    newcomers: AtomicUsize,
+    /// Submitted difficulty per second at the last balance check (f64 bits).
+    rate_bits: AtomicU64,
     /// Milliseconds since [`Pools`] started of the last notify, 0 = none yet.
     last_notify_ms: AtomicU64,
     /// Smoothed gap between job rounds, in milliseconds, 0 = unknown.
     notify_interval_ms: AtomicU64,
 }
 
+impl Pool {
+    fn new(id: PoolId, spec: PoolSpec, now: Instant) -> Pool {
+        Pool {
+            id,
+            spec: Mutex::new(spec),
+            health: Mutex::new(Health {
+                state: PoolHealth::Up,
+                since: now,
+                failures: 0,
+                rises: 0,
+            }),
+            evicting: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            leaving: AtomicUsize::new(0),
+            sessions: Mutex::new(Sessions::default()),
+            session_count: AtomicUsize::new(0),
+            newcomers: AtomicUsize::new(0),
+            rate_bits: AtomicU64::new(0),
+            last_notify_ms: AtomicU64::new(0),
+            notify_interval_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn spec(&self) -> PoolSpec {
+        lock(&self.spec).clone()
+    }
+
+    fn is_up(&self) -> bool {
+        !self.evicting.load(Ordering::Relaxed)
+    }
+
+    /// Dialled in the normal order: up, not draining, not removed.
+    fn preferred(&self) -> bool {
+        self.is_up()
+            && !self.draining.load(Ordering::Relaxed)
+            && !self.removed.load(Ordering::Relaxed)
+    }
+
+    fn rate(&self) -> f64 {
+        f64::from_bits(self.rate_bits.load(Ordering::Relaxed))
+    }
+
+    /// Asks up to `budget` of its sessions to leave, the one whose hashrate
+    /// is closest to `target_rate` first when given; returns how many.
+    fn ask_to_leave(&self, budget: usize, leave: Leave, target_rate: Option<f64>) -> usize {
+        let now = Instant::now();
+        let sessions = lock(&self.sessions);
+        let mut candidates: Vec<&Slot> = sessions
+            .slots
+            .iter()
+            .flatten()
+            .filter(|slot| slot.shared.leave.load(Ordering::Relaxed) == 0)
+            .collect();
+        if let Some(target) = target_rate {
+            let off = |slot: &Slot| (session_rate(slot, now) - target).abs();
+            candidates.sort_by(|a, b| off(a).total_cmp(&off(b)));
+        }
+        let mut asked = 0;
+        for slot in candidates.into_iter().take(budget) {
+            slot.shared.leave.store(leave as u8 + 1, Ordering::Relaxed);
+            self.leaving.fetch_add(1, Ordering::Relaxed);
+            if let Some(waker) = &slot.waker {
+                waker.wake_by_ref();
+            }
+            asked += 1;
+        }
+        asked
+    }
+}
+
+/// A session's submitted difficulty per second over its life.
+fn session_rate(slot: &Slot, now: Instant) -> f64 {
+    let age = now.duration_since(slot.started).as_secs_f64().max(1e-3);
+    slot.shared.work_milli.load(Ordering::Relaxed) as f64 / 1000.0 / age
+}
+
 /// Every configured pool, their health and the choice between them.
 pub struct Pools {
-    pools: Vec<Pool>,
+    /// Indexed by [`PoolId`]; only grows (a removed pool keeps its id).
+    pools: RwLock<Vec<Arc<Pool>>>,
+    routes: RwLock<Vec<Route>>,
     policy: HealthPolicy,
     started: Instant,
     listener: Box<dyn PoolListener>,
@@ -297,6 +447,63 @@ pub struct Pools {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why the pool list or routes of a reload were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolsError {
+    /// No pool at all.
+    NoPool,
+    /// Two pools with one name.
+    DuplicateName(String),
+    /// A route names a pool that is not configured.
+    UnknownRouteTarget(String),
+    /// More pools over the process's life than [`MAX_POOL_IDS`].
+    TooManyPools,
+    /// No pool of that name (admin actions).
+    NoSuchPool(String),
+}
+
+impl fmt::Display for PoolsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolsError::NoPool => f.write_str("no pool configured"),
+            PoolsError::DuplicateName(name) => write!(f, "two pools are named {name:?}"),
+            PoolsError::UnknownRouteTarget(name) => {
+                write!(f, "a route names pool {name:?}, which is not configured")
+            }
+            PoolsError::TooManyPools => write!(
+                f,
+                "more than {MAX_POOL_IDS} pools over the proxy's life; restart it"
+            ),
+            PoolsError::NoSuchPool(name) => write!(f, "no pool named {name:?}"),
+        }
+    }
+}
+
+impl std::error::Error for PoolsError {}
+
+/// Most pool ids handed out over the process's life (reloads add ids).
+pub const MAX_POOL_IDS: usize = 256;
+
+/// Checks a pool list and its routes.
+pub fn validate(specs: &[PoolSpec], routes: &[Route]) -> Result<(), PoolsError> {
+    if specs.is_empty() {
+        return Err(PoolsError::NoPool);
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|other| other.name == spec.name) {
+            return Err(PoolsError::DuplicateName(spec.name.clone()));
+        }
+    }
+    for route in routes {
+        for name in &route.pools {
+            if !specs.iter().any(|spec| &spec.name == name) {
+                return Err(PoolsError::UnknownRouteTarget(name.clone()));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Pools {
@@ -310,27 +517,33 @@ impl Pools {
         policy: HealthPolicy,
         listener: Box<dyn PoolListener>,
     ) -> Arc<Pools> {
-        assert!(!specs.is_empty(), "at least one pool");
+        Pools::with_routes(specs, Vec::new(), policy, listener)
+    }
+
+    /// [`Pools::new`] with routes.
+    ///
+    /// # Panics
+    /// If `specs` is empty or [`validate`] refuses them (configuration
+    /// refuses that first).
+    pub fn with_routes(
+        specs: Vec<PoolSpec>,
+        routes: Vec<Route>,
+        policy: HealthPolicy,
+        listener: Box<dyn PoolListener>,
+    ) -> Arc<Pools> {
+        if let Err(e) = validate(&specs, &routes) {
+            panic!("invalid pools: {e}");
+        }
         let now = Instant::now();
         Arc::new(Pools {
-            pools: specs
-                .into_iter()
-                .map(|spec| Pool {
-                    spec,
-                    health: Mutex::new(Health {
-                        state: PoolHealth::Up,
-                        since: now,
-                        failures: 0,
-                        rises: 0,
-                    }),
-                    evicting: AtomicBool::new(false),
-                    moving: AtomicUsize::new(0),
-                    sessions: Mutex::new(Sessions::default()),
-                    session_count: AtomicUsize::new(0),
-                    last_notify_ms: AtomicU64::new(0),
-                    notify_interval_ms: AtomicU64::new(0),
-                })
-                .collect(),
+            pools: RwLock::new(
+                specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(id, spec)| Arc::new(Pool::new(id, spec, now)))
+                    .collect(),
+            ),
+            routes: RwLock::new(routes),
             policy,
             started: now,
             listener,
@@ -354,19 +567,35 @@ impl Pools {
         )
     }
 
-    /// How many pools there are.
+    fn all(&self) -> Vec<Arc<Pool>> {
+        self.pools.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn get(&self, pool: PoolId) -> Arc<Pool> {
+        self.pools.read().unwrap_or_else(|e| e.into_inner())[pool].clone()
+    }
+
+    /// How many pool ids there are (removed pools included).
     pub fn len(&self) -> usize {
-        self.pools.len()
+        self.pools.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Whether there are none (never: [`Pools::new`] refuses that).
     pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
+        self.len() == 0
     }
 
-    /// The configuration of `pool`.
-    pub fn spec(&self, pool: PoolId) -> &PoolSpec {
-        &self.pools[pool].spec
+    /// The configuration of `pool` now.
+    pub fn spec(&self, pool: PoolId) -> PoolSpec {
+        self.get(pool).spec()
+    }
+
+    /// The id of the pool named `name` (removed pools excluded).
+    pub fn id_of(&self, name: &str) -> Option<PoolId> {
+        self.all()
+            .iter()
+            .find(|p| !p.removed.load(Ordering::Relaxed) && lock(&p.spec).name == name)
+            .map(|p| p.id)
     }
 
     /// The health policy.
@@ -376,7 +605,7 @@ impl Pools {
 
     /// Whether `pool` is up.
     pub fn is_up(&self, pool: PoolId) -> bool {
-        !self.pools[pool].evicting.load(Ordering::Relaxed)
+        self.get(pool).is_up()
     }
 
     fn now_ms(&self) -> u64 {
@@ -384,41 +613,77 @@ impl Pools {
         self.started.elapsed().as_millis() as u64 + 1
     }
 
-    /// The pools to dial for a new miner, in order; see the module docs.
-    pub fn dial_order(&self) -> Vec<PoolId> {
-        let mut up: Vec<PoolId> = (0..self.pools.len()).filter(|&p| self.is_up(p)).collect();
-        let load = |p: PoolId| {
-            let pool = &self.pools[p];
-            pool.session_count.load(Ordering::Relaxed) as f64 / f64::from(pool.spec.weight.max(1))
+    /// The pools to dial for a miner that connected to `local` from `peer`,
+    /// in order; see the module docs.
+    pub fn dial_order(&self, local: SocketAddr, peer: IpAddr) -> Vec<PoolId> {
+        let pools = self.all();
+        let routed: Option<Vec<String>> = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|route| route.matches(local, peer))
+            .map(|route| route.pools.clone());
+        let candidates: Vec<(&Arc<Pool>, PoolSpec)> = pools
+            .iter()
+            .filter(|p| !p.removed.load(Ordering::Relaxed))
+            .map(|p| (p, p.spec()))
+            .filter(|(_, spec)| {
+                routed
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&spec.name))
+            })
+            .collect();
+        // Expected hashrate per weight: measured rates, plus the average
+        // session's rate for each session too new to be measured.
+        let sessions: usize = candidates
+            .iter()
+            .map(|(p, _)| p.session_count.load(Ordering::Relaxed))
+            .sum();
+        let total_rate: f64 = candidates.iter().map(|(p, _)| p.rate()).sum();
+        let average = if sessions > 0 && total_rate > 0.0 {
+            total_rate / sessions as f64
+        } else {
+            1.0
         };
-        up.sort_by(|&a, &b| {
-            let (pa, pb) = (self.pools[a].spec.priority, self.pools[b].spec.priority);
-            pa.cmp(&pb)
-                .then(load(a).total_cmp(&load(b)))
-                .then(a.cmp(&b))
+        let load = |p: &Pool, weight: u32| {
+            let measured = if total_rate > 0.0 {
+                p.rate()
+            } else {
+                p.session_count.load(Ordering::Relaxed) as f64 * average
+            };
+            let newcomers = p.newcomers.load(Ordering::Relaxed) as f64 * average;
+            (measured + newcomers) / f64::from(weight.max(1))
+        };
+        let (mut first, mut last): (Vec<_>, Vec<_>) =
+            candidates.into_iter().partition(|(p, _)| p.preferred());
+        first.sort_by(|(a, sa), (b, sb)| {
+            sa.priority
+                .cmp(&sb.priority)
+                .then(load(a, sa.weight).total_cmp(&load(b, sb.weight)))
+                .then(a.id.cmp(&b.id))
         });
-        let mut down: Vec<PoolId> = (0..self.pools.len()).filter(|&p| !self.is_up(p)).collect();
-        down.sort_by_key(|&p| (self.pools[p].spec.priority, p));
-        up.extend(down);
-        up
+        last.sort_by_key(|(p, spec)| (spec.priority, p.id));
+        first.into_iter().chain(last).map(|(p, _)| p.id).collect()
     }
 
     /// A miner's dial to `pool` failed (refused, timed out, or reset before
     /// the pool's first byte).
     pub fn dial_failed(&self, pool: PoolId) {
-        self.failure(pool);
+        self.failure(&self.get(pool));
     }
 
     /// A miner's dial to `pool` succeeded and the pool answered. Counts
     /// as a good probe where probes do not run (one pool, or probes off).
     pub fn dial_succeeded(&self, pool: PoolId) {
+        let p = self.get(pool);
         if self.probing() {
-            let mut health = lock(&self.pools[pool].health);
+            let mut health = lock(&p.health);
             if health.state == PoolHealth::Up {
                 health.failures = 0;
             }
         } else {
-            self.probe_ok(pool);
+            self.probe_ok(&p);
         }
     }
 
@@ -426,20 +691,20 @@ impl Pools {
     /// more than one pool (one pool has nothing to be chosen against, and
     /// is dialled even when down).
     fn probing(&self) -> bool {
-        self.policy.probe != ProbeKind::Off && self.pools.len() > 1
+        self.policy.probe != ProbeKind::Off && self.len() > 1
     }
 
-    fn failure(&self, pool: PoolId) {
-        let mut health = lock(&self.pools[pool].health);
+    fn failure(&self, p: &Pool) {
+        let mut health = lock(&p.health);
         health.failures = health.failures.saturating_add(1);
         health.rises = 0;
         if health.state == PoolHealth::Up && health.failures >= self.policy.fall {
-            self.go_down(pool, &mut health, DownReason::Unreachable);
+            self.go_down(p, &mut health, DownReason::Unreachable);
         }
     }
 
-    fn probe_ok(&self, pool: PoolId) {
-        let mut health = lock(&self.pools[pool].health);
+    fn probe_ok(&self, p: &Pool) {
+        let mut health = lock(&p.health);
         health.failures = 0;
         if let PoolHealth::Down(_) = health.state {
             health.rises += 1;
@@ -447,51 +712,33 @@ impl Pools {
                 health.state = PoolHealth::Up;
                 health.since = Instant::now();
                 health.rises = 0;
-                let p = &self.pools[pool];
                 // A fresh start for stall detection.
                 p.last_notify_ms.store(0, Ordering::Relaxed);
                 p.evicting.store(false, Ordering::Relaxed);
-                self.listener.changed(pool, &p.spec, PoolHealth::Up);
+                self.listener.changed(p.id, &p.spec(), PoolHealth::Up);
             }
         }
     }
 
-    fn go_down(&self, pool: PoolId, health: &mut Health, reason: DownReason) {
+    fn go_down(&self, p: &Pool, health: &mut Health, reason: DownReason) {
         health.state = PoolHealth::Down(reason);
         health.since = Instant::now();
         health.rises = 0;
-        let p = &self.pools[pool];
         p.evicting.store(true, Ordering::Relaxed);
         self.listener
-            .changed(pool, &p.spec, PoolHealth::Down(reason));
+            .changed(p.id, &p.spec(), PoolHealth::Down(reason));
         let sessions = lock(&p.sessions);
-        for waker in sessions.slots.iter().filter_map(|slot| slot.waker.as_ref()) {
-            waker.wake_by_ref();
-        }
-    }
-
-    /// A session of `pool` received a `mining.notify` at `now_ms`, `gap_ms`
-    /// after its previous one (0 for its first).
-    fn saw_notify(&self, pool: PoolId, now_ms: u64, gap_ms: u64) {
-        let p = &self.pools[pool];
-        p.last_notify_ms.store(now_ms, Ordering::Relaxed);
-        if gap_ms >= NOTIFY_ROUND_GAP.as_millis() as u64 {
-            // Smoothed in with 1/4 weight (racing sessions may each lose an
-            // update: every one carries about the same gap).
-            let old = p.notify_interval_ms.load(Ordering::Relaxed);
-            let new = if old == 0 {
-                gap_ms
-            } else {
-                (old * 3 + gap_ms) / 4
-            };
-            p.notify_interval_ms.store(new, Ordering::Relaxed);
+        for slot in sessions.slots.iter().flatten() {
+            if let Some(waker) = &slot.waker {
+                waker.wake_by_ref();
+            }
         }
     }
 
     /// Takes down every up pool whose sessions have been silent too long.
     fn check_stalls(&self) {
         let now = self.now_ms();
-        for (id, p) in self.pools.iter().enumerate() {
+        for p in self.all() {
             let interval = p.notify_interval_ms.load(Ordering::Relaxed);
             let last = p.last_notify_ms.load(Ordering::Relaxed);
             if interval == 0 || last == 0 || p.session_count.load(Ordering::Relaxed) == 0 {
@@ -502,73 +749,139 @@ impl Pools {
             if now.saturating_sub(last) > limit {
                 let mut health = lock(&p.health);
                 if health.state == PoolHealth::Up {
-                    self.go_down(id, &mut health, DownReason::Stalled);
+                    self.go_down(&p, &mut health, DownReason::Stalled);
                 }
             }
         }
     }
 
-    /// The pool a session on `pool` should move to now, if any: a pool of
-    /// better priority that has been up for the failback time.
-    fn failback_target(&self, pool: PoolId, now: Instant) -> Option<PoolId> {
-        let after = self.policy.failback_after?;
-        let priority = self.pools[pool].spec.priority;
-        (0..self.pools.len()).find(|&q| {
-            let better = &self.pools[q];
-            better.spec.priority < priority && {
-                let health = lock(&better.health);
-                health.state == PoolHealth::Up && now.duration_since(health.since) >= after
+    /// Measures every pool's hashrate from its sessions' submitted work.
+    fn measure_rates(&self) {
+        let now = Instant::now();
+        for p in self.all() {
+            let sessions = lock(&p.sessions);
+            let mut measured = 0.0;
+            let mut judged = 0usize;
+            let mut young = 0usize;
+            for slot in sessions.slots.iter().flatten() {
+                if now.duration_since(slot.started) >= self.policy.rate_min_age {
+                    measured += session_rate(slot, now);
+                    judged += 1;
+                } else {
+                    young += 1;
+                }
             }
-        })
+            drop(sessions);
+            // Young sessions count as the pool's average (or nothing yet).
+            let rate = if judged > 0 {
+                measured * (judged + young) as f64 / judged as f64
+            } else {
+                0.0
+            };
+            p.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+            p.newcomers.store(0, Ordering::Relaxed);
+        }
     }
 
-    /// Asks up to `budget` sessions to move (failback); returns how many.
-    fn hand_out_moves(&self, budget: usize) -> usize {
+    /// The pools miners should move off, with the rate to shed (for
+    /// balancing) or `None` (failback, drain: any miner).
+    fn to_shed(&self) -> Vec<(Arc<Pool>, Leave, Option<f64>)> {
         let now = Instant::now();
+        let pools = self.all();
+        let specs: Vec<PoolSpec> = pools.iter().map(|p| p.spec()).collect();
+        let up_for = |p: &Pool| {
+            let health = lock(&p.health);
+            (health.state == PoolHealth::Up).then(|| now.duration_since(health.since))
+        };
+        let mut out = Vec::new();
+        for (p, spec) in pools.iter().zip(&specs) {
+            if p.session_count.load(Ordering::Relaxed) == 0 || !p.is_up() {
+                continue;
+            }
+            if p.draining.load(Ordering::Relaxed) || p.removed.load(Ordering::Relaxed) {
+                out.push((p.clone(), Leave::Move, None));
+                continue;
+            }
+            let better_is_back = self.policy.failback_after.is_some_and(|after| {
+                pools.iter().zip(&specs).any(|(q, q_spec)| {
+                    q_spec.priority < spec.priority
+                        && q.preferred()
+                        && up_for(q).is_some_and(|up| up >= after)
+                })
+            });
+            if better_is_back {
+                out.push((p.clone(), Leave::Move, None));
+            }
+        }
+        // Balancing: among the preferred pools of the best priority, a pool
+        // above its weight's share of the hashrate by more than the
+        // tolerance sheds its excess.
+        let best = pools
+            .iter()
+            .zip(&specs)
+            .filter(|(p, _)| p.preferred())
+            .map(|(_, spec)| spec.priority)
+            .min();
+        if let Some(best) = best {
+            let level: Vec<(&Arc<Pool>, &PoolSpec)> = pools
+                .iter()
+                .zip(&specs)
+                .filter(|(p, spec)| p.preferred() && spec.priority == best)
+                .collect();
+            let total_rate: f64 = level.iter().map(|(p, _)| p.rate()).sum();
+            let total_weight: f64 = level.iter().map(|(_, s)| f64::from(s.weight)).sum();
+            if level.len() > 1 && total_rate > 0.0 {
+                for (p, spec) in level {
+                    let share = p.rate() / total_rate;
+                    let target = f64::from(spec.weight) / total_weight;
+                    if share > target + self.policy.balance_tolerance
+                        && !out.iter().any(|(q, _, _)| q.id == p.id)
+                    {
+                        out.push((p.clone(), Leave::Move, Some((share - target) * total_rate)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Asks up to `budget` sessions to move; returns how many.
+    fn hand_out_moves(&self, budget: usize) -> usize {
         let mut moved = 0;
-        for (id, p) in self.pools.iter().enumerate() {
+        for (pool, leave, excess) in self.to_shed() {
             if moved >= budget {
                 break;
             }
-            if p.session_count.load(Ordering::Relaxed) == 0
-                || p.evicting.load(Ordering::Relaxed)
-                || self.failback_target(id, now).is_none()
-            {
-                continue;
-            }
-            let mut sessions = lock(&p.sessions);
-            for slot in sessions.slots.iter_mut() {
-                if moved >= budget {
-                    break;
-                }
-                if slot.used && !slot.moving {
-                    slot.moving = true;
-                    p.moving.fetch_add(1, Ordering::Relaxed);
-                    if let Some(waker) = &slot.waker {
-                        waker.wake_by_ref();
-                    }
-                    moved += 1;
-                }
-            }
+            // Balancing sheds one miner per round (its rate is re-measured
+            // before the next), the closest to the excess.
+            let want = if excess.is_some() { 1 } else { budget - moved };
+            moved += pool.ask_to_leave(want.min(budget - moved), leave, excess);
         }
         moved
     }
 
-    /// Hands out moves at [`HealthPolicy::move_rate_per_second`], forever.
+    /// Hands out moves at [`HealthPolicy::move_rate_per_second`], forever:
+    /// failback, drains and removed pools every [`MOVE_TICK`], balancing
+    /// once per check interval (after the rates are measured).
     pub async fn run_moves(self: Arc<Self>) {
         let rate = self.policy.move_rate_per_second;
-        if self.policy.failback_after.is_none() || rate <= 0.0 || self.pools.len() < 2 {
+        if rate <= 0.0 {
             return std::future::pending().await;
         }
         // At most one second's worth saved up.
         let cap = rate.max(1.0);
         let mut tokens = 0.0_f64;
         let mut last = Instant::now();
+        let mut last_measure = Instant::now();
         loop {
             Timer::after(MOVE_TICK).await;
             let now = Instant::now();
             tokens = (tokens + rate * now.duration_since(last).as_secs_f64()).min(cap);
             last = now;
+            if now.duration_since(last_measure) >= self.policy.check_interval {
+                self.measure_rates();
+                last_measure = now;
+            }
             let budget = tokens.floor() as usize;
             if budget > 0 {
                 tokens -= self.hand_out_moves(budget) as f64;
@@ -576,43 +889,157 @@ impl Pools {
         }
     }
 
+    /// Drains `name` (its miners are moved off at the bounded rate and it
+    /// is dialled only when nothing else is left), or puts it back.
+    pub fn set_draining(&self, name: &str, draining: bool) -> Result<PoolId, PoolsError> {
+        let id = self
+            .id_of(name)
+            .ok_or_else(|| PoolsError::NoSuchPool(name.to_owned()))?;
+        self.get(id).draining.store(draining, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Changes the weight (> 0) and/or priority of `name` for new choices.
+    pub fn set_weight_priority(
+        &self,
+        name: &str,
+        weight: Option<u32>,
+        priority: Option<u32>,
+    ) -> Result<PoolId, PoolsError> {
+        let id = self
+            .id_of(name)
+            .ok_or_else(|| PoolsError::NoSuchPool(name.to_owned()))?;
+        let p = self.get(id);
+        let mut spec = lock(&p.spec);
+        if let Some(weight) = weight {
+            spec.weight = weight.max(1);
+        }
+        if let Some(priority) = priority {
+            spec.priority = priority;
+        }
+        Ok(id)
+    }
+
+    /// Closes the miner of connection `conn` (between two lines); false if
+    /// no relayed session has that id.
+    pub fn disconnect(&self, conn: u64) -> bool {
+        for p in self.all() {
+            let sessions = lock(&p.sessions);
+            if let Some(slot) = sessions.slots.iter().flatten().find(|s| s.conn == conn) {
+                if slot
+                    .shared
+                    .leave
+                    .swap(Leave::Disconnect as u8 + 1, Ordering::Relaxed)
+                    == 0
+                {
+                    p.leaving.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(waker) = &slot.waker {
+                    waker.wake_by_ref();
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Applies a reloaded pool list and routes to new choices: pools are
+    /// matched by name (address, weight and priority take the new values),
+    /// new names get new ids, missing names are removed (their miners moved
+    /// off at the bounded rate). Nothing relayed is closed at once.
+    pub fn reconfigure(&self, specs: Vec<PoolSpec>, routes: Vec<Route>) -> Result<(), PoolsError> {
+        validate(&specs, &routes)?;
+        let now = Instant::now();
+        let mut added = Vec::new();
+        {
+            let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+            let new_names = specs.iter().filter(|spec| {
+                !pools
+                    .iter()
+                    .any(|p| !p.removed.load(Ordering::Relaxed) && lock(&p.spec).name == spec.name)
+            });
+            if pools.len() + new_names.count() > MAX_POOL_IDS {
+                return Err(PoolsError::TooManyPools);
+            }
+            for p in pools.iter() {
+                if p.removed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let name = lock(&p.spec).name.clone();
+                match specs.iter().find(|spec| spec.name == name) {
+                    Some(spec) => *lock(&p.spec) = spec.clone(),
+                    None => p.removed.store(true, Ordering::Relaxed),
+                }
+            }
+            for spec in &specs {
+                let known = pools
+                    .iter()
+                    .any(|p| !p.removed.load(Ordering::Relaxed) && lock(&p.spec).name == spec.name);
+                if !known {
+                    let id = pools.len();
+                    pools.push(Arc::new(Pool::new(id, spec.clone(), now)));
+                    added.push((id, spec.clone()));
+                }
+            }
+        }
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
+        for (id, spec) in added {
+            self.listener.added(id, &spec);
+        }
+        Ok(())
+    }
+
     /// Every pool's state now.
     pub fn status(&self) -> Vec<PoolStatus> {
-        self.pools
+        self.all()
             .iter()
-            .enumerate()
-            .map(|(id, p)| {
+            .map(|p| {
                 let health = lock(&p.health);
                 let interval = p.notify_interval_ms.load(Ordering::Relaxed);
                 PoolStatus {
-                    id,
-                    spec: p.spec.clone(),
+                    id: p.id,
+                    spec: p.spec(),
                     health: health.state,
                     since: health.since.elapsed(),
+                    draining: p.draining.load(Ordering::Relaxed),
+                    removed: p.removed.load(Ordering::Relaxed),
                     sessions: p.session_count.load(Ordering::Relaxed),
                     notify_interval: (interval > 0).then(|| Duration::from_millis(interval)),
+                    difficulty_per_second: p.rate(),
                 }
             })
             .collect()
     }
 
-    /// Registers a relayed session of `pool`.
-    pub fn session(self: &Arc<Self>, pool: PoolId) -> Session {
-        let p = &self.pools[pool];
+    /// Registers connection `conn`'s relayed session on `pool`.
+    pub fn session(self: &Arc<Self>, pool: PoolId, conn: u64) -> Session {
+        let p = self.get(pool);
         p.session_count.fetch_add(1, Ordering::Relaxed);
+        p.newcomers.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(SessionShared::default());
         let mut sessions = lock(&p.sessions);
-        let slot = match sessions.free.pop() {
-            Some(slot) => slot,
+        let slot = Slot {
+            conn,
+            started: Instant::now(),
+            shared: shared.clone(),
+            waker: None,
+        };
+        let index = match sessions.free.pop() {
+            Some(index) => {
+                sessions.slots[index] = Some(slot);
+                index
+            }
             None => {
-                sessions.slots.push(Slot::default());
+                sessions.slots.push(Some(slot));
                 sessions.slots.len() - 1
             }
         };
-        sessions.slots[slot].used = true;
+        drop(sessions);
         Session {
             pools: self.clone(),
-            pool,
-            slot,
+            pool: p,
+            slot: index,
+            shared,
             waker_set: false,
             last_notify_ms: 0,
         }
@@ -624,13 +1051,14 @@ impl Pools {
     pub async fn run_checks(self: Arc<Self>) {
         if !self.probing() {
             if self.policy.probe != ProbeKind::Off {
-                let spec = &self.pools[0].spec;
-                let ok = probe(&spec.addr, ProbeKind::Tcp, self.policy.probe_timeout)
+                let p = self.get(0);
+                let addr = p.spec().addr;
+                let ok = probe(&addr, ProbeKind::Tcp, self.policy.probe_timeout)
                     .await
                     .is_ok();
                 self.listener.probed(0, ok);
                 if !ok {
-                    self.failure(0);
+                    self.failure(&p);
                 }
             }
             loop {
@@ -642,25 +1070,30 @@ impl Pools {
             self.check_stalls();
             // Every pool at once, on this task: a dead pool's timeout does
             // not delay the others' verdicts.
-            let mut probes: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> =
-                (0..self.pools.len())
-                    .map(|id| {
-                        let pools = &self;
-                        Box::pin(async move {
-                            let spec = &pools.pools[id].spec;
-                            let policy = &pools.policy;
-                            let ok = probe(&spec.addr, policy.probe, policy.probe_timeout)
-                                .await
-                                .is_ok();
-                            pools.listener.probed(id, ok);
-                            if ok {
-                                pools.probe_ok(id);
-                            } else {
-                                pools.failure(id);
-                            }
-                        }) as Pin<Box<dyn Future<Output = ()> + Send + '_>>
-                    })
-                    .collect();
+            let pools: Vec<Arc<Pool>> = self
+                .all()
+                .into_iter()
+                .filter(|p| !p.removed.load(Ordering::Relaxed))
+                .collect();
+            let mut probes: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = pools
+                .into_iter()
+                .map(|p| {
+                    let this = &self;
+                    Box::pin(async move {
+                        let addr = p.spec().addr;
+                        let policy = &this.policy;
+                        let ok = probe(&addr, policy.probe, policy.probe_timeout)
+                            .await
+                            .is_ok();
+                        this.listener.probed(p.id, ok);
+                        if ok {
+                            this.probe_ok(&p);
+                        } else {
+                            this.failure(&p);
+                        }
+                    }) as Pin<Box<dyn Future<Output = ()> + Send + '_>>
+                })
+                .collect();
             std::future::poll_fn(|cx| {
                 probes.retain_mut(|probe| probe.as_mut().poll(cx).is_pending());
                 if probes.is_empty() {
@@ -677,19 +1110,25 @@ impl Pools {
 
 /// Why a session should leave its pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Leave {
     /// The pool went down: close the miner between two lines.
     PoolDown,
-    /// A better pool is back (failback): move the miner, at the bounded rate.
+    /// Moved to another pool (failback, balance, drain, reload), at the
+    /// bounded rate.
     Move,
+    /// An operator disconnected this miner.
+    Disconnect,
 }
 
-/// A relayed session's registration with its pool: counts it, and lets the
-/// pool wake it for eviction. Dropping it unregisters.
+/// A relayed session's registration with its pool: counts it, takes its
+/// submitted work, and lets the pool wake it to leave. Dropping it
+/// unregisters.
 pub struct Session {
     pools: Arc<Pools>,
-    pool: PoolId,
+    pool: Arc<Pool>,
     slot: usize,
+    shared: Arc<SessionShared>,
     waker_set: bool,
     /// This session's last notify, in ms since [`Pools`] started (0 = none).
     last_notify_ms: u64,
@@ -698,29 +1137,45 @@ pub struct Session {
 impl Session {
     /// The pool.
     pub fn pool(&self) -> PoolId {
-        self.pool
+        self.pool.id
     }
 
-    /// Whether the pool wants this session closed; registers the task's
-    /// waker (once: a task's waker does not change) so it hears of it.
+    /// Whether the session should leave its pool, and why; registers the
+    /// task's waker (once: a task's waker does not change) to hear of it.
     pub fn evicted(&mut self, cx: &mut Context<'_>) -> Option<Leave> {
-        let p = &self.pools.pools[self.pool];
+        let p = &self.pool;
         if !self.waker_set {
-            lock(&p.sessions).slots[self.slot].waker = Some(cx.waker().clone());
+            if let Some(slot) = &mut lock(&p.sessions).slots[self.slot] {
+                slot.waker = Some(cx.waker().clone());
+            }
             self.waker_set = true;
         }
         if p.evicting.load(Ordering::Relaxed) {
             return Some(Leave::PoolDown);
         }
-        if p.moving.load(Ordering::Relaxed) > 0 && lock(&p.sessions).slots[self.slot].moving {
-            return Some(Leave::Move);
+        if p.leaving.load(Ordering::Relaxed) > 0 {
+            return match self.shared.leave.load(Ordering::Relaxed) {
+                0 => None,
+                1 => Some(Leave::PoolDown),
+                2 => Some(Leave::Move),
+                _ => Some(Leave::Disconnect),
+            };
         }
         None
     }
 
     /// The pool answered this session first: it works.
     pub fn spoke(&self) {
-        self.pools.dial_succeeded(self.pool);
+        self.pools.dial_succeeded(self.pool.id);
+    }
+
+    /// The miner submitted shares of this much difficulty in total.
+    pub fn submitted(&self, difficulty: f64) {
+        if difficulty > 0.0 && difficulty.is_finite() {
+            self.shared
+                .work_milli
+                .fetch_add((difficulty * 1000.0) as u64, Ordering::Relaxed);
+        }
     }
 
     /// The pool sent this session a `mining.notify` (read at `now`).
@@ -736,19 +1191,27 @@ impl Session {
             now_ms.saturating_sub(self.last_notify_ms)
         };
         self.last_notify_ms = now_ms;
-        self.pools.saw_notify(self.pool, now_ms, gap);
+        let p = &self.pool;
+        p.last_notify_ms.store(now_ms, Ordering::Relaxed);
+        if gap >= NOTIFY_ROUND_GAP.as_millis() as u64 {
+            // Smoothed in with 1/4 weight (racing sessions may each lose an
+            // update: every one carries about the same gap).
+            let old = p.notify_interval_ms.load(Ordering::Relaxed);
+            let new = if old == 0 { gap } else { (old * 3 + gap) / 4 };
+            p.notify_interval_ms.store(new, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let p = &self.pools.pools[self.pool];
+        let p = &self.pool;
         p.session_count.fetch_sub(1, Ordering::Relaxed);
-        let mut sessions = lock(&p.sessions);
-        let slot = std::mem::take(&mut sessions.slots[self.slot]);
-        if slot.moving {
-            p.moving.fetch_sub(1, Ordering::Relaxed);
+        if self.shared.leave.load(Ordering::Relaxed) != 0 {
+            p.leaving.fetch_sub(1, Ordering::Relaxed);
         }
+        let mut sessions = lock(&p.sessions);
+        sessions.slots[self.slot] = None;
         sessions.free.push(self.slot);
     }
 }

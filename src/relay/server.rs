@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_net::TcpListener;
@@ -22,20 +22,55 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause after repeated failed `accept`s.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// What the listener and its tasks share.
+/// What the accept loops share: the limits in force and their state.
+struct Admission {
+    limits: Arc<Limits>,
+    bucket: TokenBucket,
+    per_address: AddressTable,
+}
+
+impl Admission {
+    fn new(limits: Limits) -> Admission {
+        Admission {
+            bucket: TokenBucket::new(limits.accept_rate_per_second, limits.accept_burst),
+            per_address: AddressTable::new(limits.per_address.clone()),
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// New limits for new connections; open ones keep theirs. The
+    /// per-address counts carry over; the bucket restarts full only if its
+    /// rate or size changed.
+    fn replace(&mut self, limits: Limits) {
+        if limits.accept_rate_per_second != self.limits.accept_rate_per_second
+            || limits.accept_burst != self.limits.accept_burst
+        {
+            self.bucket = TokenBucket::new(limits.accept_rate_per_second, limits.accept_burst);
+        }
+        self.per_address = self.per_address.with_limits(limits.per_address.clone());
+        self.limits = Arc::new(limits);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the listeners and their tasks share.
 struct Shared<O> {
     pools: Arc<Pools>,
-    limits: Limits,
+    admission: Arc<Mutex<Admission>>,
     observer: Arc<O>,
     active: Arc<AtomicUsize>,
     next_id: AtomicU64,
 }
 
-/// A cheap handle to read the relay's live state from other threads.
-#[derive(Debug, Clone)]
+/// A cheap handle to the relay's live state, from other threads.
+#[derive(Clone)]
 pub struct ServerHandle {
     active: Arc<AtomicUsize>,
-    local_addr: SocketAddr,
+    local_addrs: Vec<SocketAddr>,
+    admission: Arc<Mutex<Admission>>,
 }
 
 impl ServerHandle {
@@ -44,15 +79,25 @@ impl ServerHandle {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// The address the listener is bound to.
+    /// The address the (first) listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every listener's address.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Applies new limits to connections accepted from now on (a reload).
+    pub fn set_limits(&self, limits: Limits) {
+        lock(&self.admission).replace(limits);
     }
 }
 
-/// A bound listener, ready to [`run`](Server::run).
+/// Bound listeners, ready to [`run`](Server::run).
 pub struct Server<O: Observer> {
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     shared: Arc<Shared<O>>,
     handle: ServerHandle,
 }
@@ -65,17 +110,42 @@ impl<O: Observer> Server<O> {
         limits: Limits,
         observer: Arc<O>,
     ) -> io::Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
+        Server::bind_all(&[listen], pools, limits, observer).await
+    }
+
+    /// Binds every address of `listens` (miners may arrive on any; routes
+    /// may tell them apart). At least one address is needed.
+    pub async fn bind_all(
+        listens: &[SocketAddr],
+        pools: Arc<Pools>,
+        limits: Limits,
+        observer: Arc<O>,
+    ) -> io::Result<Self> {
+        if listens.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no listen address",
+            ));
+        }
+        let mut listeners = Vec::with_capacity(listens.len());
+        let mut local_addrs = Vec::with_capacity(listens.len());
+        for listen in listens {
+            let listener = TcpListener::bind(*listen).await?;
+            local_addrs.push(listener.local_addr()?);
+            listeners.push(listener);
+        }
         let active = Arc::new(AtomicUsize::new(0));
+        let admission = Arc::new(Mutex::new(Admission::new(limits)));
         let handle = ServerHandle {
             active: active.clone(),
-            local_addr: listener.local_addr()?,
+            local_addrs,
+            admission: admission.clone(),
         };
         Ok(Server {
-            listener,
+            listeners,
             shared: Arc::new(Shared {
                 pools,
-                limits,
+                admission,
                 observer,
                 active,
                 next_id: AtomicU64::new(1),
@@ -84,9 +154,14 @@ impl<O: Observer> Server<O> {
         })
     }
 
-    /// The bound address.
+    /// The (first) bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.handle.local_addr
+        self.handle.local_addr()
+    }
+
+    /// Every bound address.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        self.handle.local_addrs()
     }
 
     /// A handle for live state (active connections).
@@ -102,9 +177,17 @@ impl<O: Observer> Server<O> {
         // re-polled (an accept4 and a re-arm) on every executor wakeup.
         let checks = executor.spawn(self.shared.pools.clone().run_checks());
         let moves = executor.spawn(self.shared.pools.clone().run_moves());
-        let accept = executor.spawn(accept_loop(self.listener, self.shared, executor.clone()));
+        let accepts: Vec<_> = self
+            .listeners
+            .into_iter()
+            .map(|listener| {
+                executor.spawn(accept_loop(listener, self.shared.clone(), executor.clone()))
+            })
+            .collect();
         stop.await;
-        let _ = accept.cancel().await;
+        for accept in accepts {
+            let _ = accept.cancel().await;
+        }
         let _ = checks.cancel().await;
         let _ = moves.cancel().await;
     }
@@ -116,11 +199,6 @@ async fn accept_loop<O: Observer>(
     shared: Arc<Shared<O>>,
     executor: Arc<Executor<'static>>,
 ) {
-    let mut bucket = TokenBucket::new(
-        shared.limits.accept_rate_per_second,
-        shared.limits.accept_burst,
-    );
-    let per_address = AddressTable::new(shared.limits.per_address.clone());
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -138,26 +216,34 @@ async fn accept_loop<O: Observer>(
                 continue;
             }
         };
-        if shared.active.load(Ordering::Relaxed) >= shared.limits.max_connections {
-            drop(stream);
-            shared.observer.refused(peer, RefuseReason::MaxConnections);
-            continue;
-        }
-        // Per address before the global bucket: a flooding host is refused
-        // without spending the tokens every other miner needs.
-        let address = match per_address.admit(peer.ip(), Instant::now()) {
-            Ok(address) => address,
+        let admitted = {
+            let mut admission = lock(&shared.admission);
+            let now = Instant::now();
+            if shared.active.load(Ordering::Relaxed) >= admission.limits.max_connections {
+                Err(RefuseReason::MaxConnections)
+            } else {
+                // Per address before the global bucket: a flooding host is
+                // refused without spending the tokens every other miner needs.
+                admission
+                    .per_address
+                    .admit(peer.ip(), now)
+                    .and_then(|address| {
+                        if admission.bucket.take(now) {
+                            Ok((address, admission.limits.clone()))
+                        } else {
+                            Err(RefuseReason::RateLimit)
+                        }
+                    })
+            }
+        };
+        let (address, limits) = match admitted {
+            Ok(admitted) => admitted,
             Err(reason) => {
                 drop(stream);
                 shared.observer.refused(peer, reason);
                 continue;
             }
         };
-        if !bucket.take(Instant::now()) {
-            drop(stream);
-            shared.observer.refused(peer, RefuseReason::RateLimit);
-            continue;
-        }
         // async-net keeps the socket in an Arc, registered with async-io; it
         // is ours alone here. The relay task registers it with its own
         // reactor instead (see `crate::reactor`).
@@ -177,14 +263,7 @@ async fn accept_loop<O: Observer>(
         executor
             .spawn(async move {
                 let _guard = (guard, address);
-                connection::serve(
-                    stream,
-                    info,
-                    &shared.pools,
-                    &shared.limits,
-                    &*shared.observer,
-                )
-                .await;
+                connection::serve(stream, info, &shared.pools, &limits, &*shared.observer).await;
             })
             .detach();
     }
