@@ -32,7 +32,7 @@ macro_rules! define_flags {
     ($(
         $(#[doc = $doc:literal])*
         $key:ident => $field:ident : $ty:ty = $default:expr, $kind:expr,
-            env [$($env:literal),*], flag $arg:literal [$($flagty:tt)*] $help:literal;
+            env [$($env:literal),*], flag $arg:literal [$($flagty:tt)*] $help:literal $reload:ident;
     )*) => {
         /// Transparent Stratum relay with Prometheus metrics. Without a subcommand it
         /// runs the proxy. Every flag can also be set in the JSON file or the

@@ -13,6 +13,7 @@ pub mod logging;
 pub mod metrics;
 pub mod reactor;
 pub mod relay;
+pub mod reload;
 pub mod sdnotify;
 pub mod sim;
 pub mod stratum;

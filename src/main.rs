@@ -18,7 +18,8 @@ use stratum_proxy::config::{self, Config};
 use stratum_proxy::http::{App, HttpServer};
 use stratum_proxy::metrics::schema::build_recorder;
 use stratum_proxy::metrics::{Collector, CollectorOptions};
-use stratum_proxy::relay::{AddressLimit, Keepalive, Limits, PerAddress, Pools, Server};
+use stratum_proxy::relay::{Pools, Server};
+use stratum_proxy::reload::Reloader;
 use stratum_proxy::{demo, logging, reactor, sdnotify};
 
 /// Exit code when a second SIGINT/SIGTERM cut the drain short.
@@ -51,13 +52,14 @@ fn main() -> ExitCode {
                 cli::report_config_errors(&errors, &mut std::io::stderr());
                 ExitCode::from(cli::EXIT_CONFIG_ERROR)
             }
-            Ok(config) => run(config),
+            Ok(config) => run(config, top.flag_layer()),
         },
     }
 }
 
-/// Runs the proxy until SIGINT/SIGTERM and the drain that follows.
-fn run(config: Config) -> ExitCode {
+/// Runs the proxy until SIGINT/SIGTERM and the drain that follows; `flags`
+/// are kept for reloads (SIGHUP).
+fn run(config: Config, flags: config::FlagLayer) -> ExitCode {
     if let Err(e) = logging::init(config.log_level, config.log_format) {
         eprintln!("stratum-proxy: cannot set up logging: {e}");
         return ExitCode::FAILURE;
@@ -75,27 +77,6 @@ fn run(config: Config) -> ExitCode {
             health_interval: config.health_interval,
         },
     ));
-    let limits = Limits {
-        max_connections: config.max_connections,
-        accept_rate_per_second: config.accept_rate_per_second,
-        accept_burst: config.accept_burst,
-        connect_timeout: config.connect_timeout,
-        idle_timeout: config.idle_timeout,
-        handshake_timeout: config.handshake_timeout,
-        keepalive: Keepalive {
-            idle: config.tcp_keepalive_idle,
-            interval: config.tcp_keepalive_interval,
-            probes: config.tcp_keepalive_probes,
-            user_timeout: config.tcp_user_timeout,
-        },
-        per_address: PerAddress {
-            default: AddressLimit {
-                max_connections: config.max_connections_per_address,
-                accept_rate_per_second: config.accept_rate_per_address,
-            },
-            overrides: config.address_overrides.clone(),
-        },
-    };
     // The core owns pool choice and health; the collector hears of changes.
     let pools = Pools::with_routes(
         specs,
@@ -119,8 +100,8 @@ fn run(config: Config) -> ExitCode {
     let started = Instant::now();
     let result = reactor::block_on(executor.run(serve(
         &config,
+        flags,
         pools,
-        limits,
         collector.clone(),
         prometheus,
         executor.clone(),
@@ -150,16 +131,21 @@ fn run(config: Config) -> ExitCode {
 /// Binds, serves and drains; returns when the proxy may exit.
 async fn serve(
     config: &Config,
+    flags: config::FlagLayer,
     pools: Arc<Pools>,
-    limits: Limits,
     collector: Arc<Collector>,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     executor: Arc<Executor<'static>>,
     started: Instant,
 ) -> Result<(), String> {
-    let server = Server::bind_all(&config.listen, pools.clone(), limits, collector.clone())
-        .await
-        .map_err(|e| format!("cannot listen for miners on {:?}: {e}", config.listen))?;
+    let server = Server::bind_all(
+        &config.listen,
+        pools.clone(),
+        config.limits(),
+        collector.clone(),
+    )
+    .await
+    .map_err(|e| format!("cannot listen for miners on {:?}: {e}", config.listen))?;
     let relay = server.handle();
     let names: Vec<String> = pools
         .status()
@@ -229,6 +215,16 @@ async fn serve(
             }
         })
         .detach();
+    spawn_reload_on_sighup(
+        &executor,
+        Reloader::new(
+            flags,
+            config::process_env,
+            config.clone(),
+            pools.clone(),
+            relay.clone(),
+        ),
+    )?;
     if let Err(e) = sdnotify::ready() {
         warn!("cannot notify systemd: {e}");
     }
@@ -261,6 +257,50 @@ async fn serve(
     }
     http.stop();
     Ok(())
+}
+
+/// `SIGHUP` reloads the configuration (see `stratum_proxy::reload`); each
+/// reload is logged with what it applied, or why it changed nothing.
+fn spawn_reload_on_sighup(executor: &Executor<'static>, reloader: Reloader) -> Result<(), String> {
+    let mut hangups = async_signal::Signals::new([async_signal::Signal::Hup])
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    executor
+        .spawn(async move {
+            use smol::stream::StreamExt;
+            while let Some(Ok(_)) = hangups.next().await {
+                // Reading the file blocks: off the relay's threads.
+                let outcome = smol::unblock({
+                    let reloader = reloader.clone();
+                    move || reloader.reload()
+                })
+                .await;
+                match outcome {
+                    Ok(done) if done.applied.is_empty() && done.needs_restart.is_empty() => {
+                        info!("SIGHUP: configuration reloaded, nothing changed");
+                    }
+                    Ok(done) => {
+                        info!(
+                            "SIGHUP: configuration reloaded; applied: {}; needs a restart: {}",
+                            list(&done.applied),
+                            list(&done.needs_restart)
+                        );
+                    }
+                    Err(e) => {
+                        error!("SIGHUP: reload refused, the running configuration is kept: {e}")
+                    }
+                }
+            }
+        })
+        .detach();
+    Ok(())
+}
+
+fn list(keys: &[&str]) -> String {
+    if keys.is_empty() {
+        "nothing".to_string()
+    } else {
+        keys.join(", ")
+    }
 }
 
 fn signal_name(signal: async_signal::Signal) -> &'static str {

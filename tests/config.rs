@@ -349,6 +349,13 @@ fn precedence_rows() -> Vec<Row> {
             ("--reconnect-message", "yes"),
             [json!(false), json!(true), json!(false), json!(true)],
         ),
+        row(
+            "balance_tolerance",
+            json!(0.1),
+            ("BALANCE_TOLERANCE", "1"),
+            ("--balance-tolerance", "0.02"),
+            [json!(0.05), json!(0.1), json!(1.0), json!(0.02)],
+        ),
     ]
 }
 
@@ -509,7 +516,8 @@ fn errors_from_every_layer_are_collected() {
                  shutdown_grace_seconds, request_timeout_seconds, health_interval_seconds, \
                  client_id, client_id_cap, threads, http_threads, pool_check_interval_seconds, \
                  pool_fall, pool_rise, pool_probe, pool_stall_factor, failover_wait_seconds, \
-                 failback_after_seconds, move_rate_per_second, reconnect_message, metrics_token"
+                 failback_after_seconds, move_rate_per_second, reconnect_message, balance_tolerance, \
+                 metrics_token"
             ),
             "invalid listen from environment variable LISTEN_HOST: \"gateway.local\"; \
              allowed: an IPv4 or IPv6 address, e.g. 0.0.0.0 or ::"
@@ -734,6 +742,7 @@ fn binary_check_config_prints_the_masked_effective_config() {
             "failback_after_seconds": 120.0,
             "move_rate_per_second": 10.0,
             "reconnect_message": false,
+            "balance_tolerance": 0.05,
             "metrics_token": "********",
         })
     );

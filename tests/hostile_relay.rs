@@ -2,12 +2,14 @@
 //! per-address caps (with a CIDR override) and TCP keepalive on both
 //! sockets, through the real binary.
 
+mod common;
 mod daemon;
 mod runner;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 
+use common::connect_from;
 use daemon::{Proxy, SimRuntime, WAIT};
 use stratum_proxy::sim::pool::{PoolConfig, PoolSim};
 
@@ -21,14 +23,6 @@ fn pool(rt: &SimRuntime) -> PoolSim {
 }
 
 /// A TCP connection to `to` from the loopback address `from`.
-fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
-    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
-    let socket = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
-    bind(&socket, &SocketAddr::new(from, 0)).expect("bind a loopback source address");
-    connect(&socket, &to).expect("connect");
-    TcpStream::from(socket)
-}
-
 fn loopback(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
 }

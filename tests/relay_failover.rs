@@ -1,7 +1,8 @@
 //! Several pools over loopback with the simulators: a primary that is down
 //! from the start, killed mid-run, hung (stalled), or that closes before
 //! answering; every miner must end up submitting on the backup, and every
-//! session must be byte-exact with the pool it was relayed to.
+//! session must be byte-exact with the pool it was relayed to. Then
+//! failback, routes, hashrate balancing, drains and disconnects.
 //!
 //! Waits are for conditions (bounded by `within`), never fixed sleeps.
 
@@ -10,9 +11,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Runtime, TestObserver, start_relay_to, unused_port, within};
+use common::{
+    Runtime, TestObserver, connect_from, start_relay_on, start_relay_to, unused_port, within,
+};
 use smol::Timer;
-use stratum_proxy::relay::pools::{DownReason, ProbeKind};
+use stratum_proxy::relay::pools::{DownReason, ProbeKind, Route};
 use stratum_proxy::relay::{
     CloseReason, HealthPolicy, Limits, PoolAddr, PoolHealth, PoolSpec, Pools,
 };
@@ -448,4 +451,199 @@ fn with_reconnect_message_a_move_is_one_client_reconnect_line_the_miner_obeys() 
         assert_eq!(m.error, None, "{}", m.user);
         assert_eq!(m.reconnects_honoured, 1, "{}", m.user);
     }
+}
+
+#[test]
+fn routes_by_listen_address_and_source_network_send_each_miner_where_they_say() {
+    let rt = Runtime::new(2);
+    let a = pool_sim(&rt, Duration::from_secs(5));
+    let b = pool_sim(&rt, Duration::from_secs(5));
+    let c = pool_sim(&rt, Duration::from_secs(5));
+    let pools = Pools::with_routes(
+        vec![
+            spec("a", a.local_addr(), 0),
+            spec("b", b.local_addr(), 1),
+            spec("c", c.local_addr(), 1),
+        ],
+        Vec::new(),
+        HealthPolicy {
+            probe: ProbeKind::Off,
+            ..fast_policy()
+        },
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let relay = start_relay_on(&rt, &[any, any], pools.clone(), Limits::default(), observer);
+    let (first, second) = (relay.addrs[0], relay.addrs[1]);
+    // Routes can name listen addresses only once they are bound.
+    pools
+        .reconfigure(
+            vec![
+                spec("a", a.local_addr(), 0),
+                spec("b", b.local_addr(), 1),
+                spec("c", c.local_addr(), 1),
+            ],
+            vec![
+                Route {
+                    listen: Some(second),
+                    source: None,
+                    pools: vec!["b".into()],
+                },
+                Route {
+                    listen: None,
+                    source: Some("127.0.0.2/32".parse().unwrap()),
+                    pools: vec!["c".into()],
+                },
+            ],
+        )
+        .unwrap();
+    let run = |listen: std::net::SocketAddr, n: usize| {
+        let mut config = MinerConfig::new(listen, n);
+        config.rate_per_second = 0.0;
+        config.submits = Some(3);
+        rt.block_on(async {
+            within("the fleet", MinerSim::start(&rt.executor, config).finish()).await
+        })
+    };
+    let on_first = run(first, 3);
+    let on_second = run(second, 4);
+    for m in on_first.miners.iter().chain(&on_second.miners) {
+        assert_eq!(m.error, None, "{}", m.user);
+        assert_eq!(m.accepted, 3, "{}", m.user);
+    }
+    // From 127.0.0.2 to the first listener: the source route wins.
+    use std::io::{BufRead, BufReader, Write};
+    let stream = connect_from([127, 0, 0, 2].into(), first);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (&stream)
+        .write_all(b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n")
+        .unwrap();
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).unwrap();
+    assert!(answer.contains("\"id\":1"), "{answer}");
+    drop(stream);
+    assert_eq!(a.stats().subscribes, 3, "the default: the best priority");
+    assert_eq!(b.stats().subscribes, 4, "the second listener's route");
+    assert_eq!(c.stats().subscribes, 1, "127.0.0.2's route");
+}
+
+#[test]
+fn weights_70_30_split_the_hashrate_of_unequal_miners_within_5_percent() {
+    let rt = Runtime::new(2);
+    let a = pool_sim(&rt, Duration::from_secs(5));
+    let b = pool_sim(&rt, Duration::from_secs(5));
+    let weighted = |name: &str, addr, weight| PoolSpec {
+        weight,
+        ..spec(name, addr, 0)
+    };
+    let pools = Pools::new(
+        vec![
+            weighted("a", a.local_addr(), 70),
+            weighted("b", b.local_addr(), 30),
+        ],
+        HealthPolicy {
+            probe: ProbeKind::Off,
+            move_rate_per_second: 20.0,
+            ..fast_policy()
+        },
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer);
+    // Unequal miners: 8 fast (40 shares/s) and 24 slow (5 shares/s), all of
+    // one difficulty, so shares per second is hashrate. Connected all at
+    // once, so the split starts by miner count, not by hashrate.
+    let fleet = |rate: f64, n: usize, account: &str| {
+        let mut config = MinerConfig::new(relay.addr, n);
+        config.rate_per_second = rate;
+        config.accounts = vec![account.into()];
+        config.reconnect = true;
+        MinerSim::start(&rt.executor, config)
+    };
+    let fast = fleet(40.0, 8, "fast");
+    let slow = fleet(5.0, 24, "slow");
+    let share_of_a = || {
+        let status = pools.status();
+        let (ra, rb) = (
+            status[0].difficulty_per_second,
+            status[1].difficulty_per_second,
+        );
+        (ra + rb > 0.0).then(|| ra / (ra + rb))
+    };
+    rt.block_on(eventually("the proxy's split within 5% of 70/30", || {
+        share_of_a().is_some_and(|s| (s - 0.7).abs() <= 0.05)
+    }));
+    // Ground truth: the pools' own submit counts over the next 2 s.
+    let (a0, b0) = (a.stats().submits, b.stats().submits);
+    rt.block_on(Timer::after(Duration::from_secs(2)));
+    let (da, db) = (a.stats().submits - a0, b.stats().submits - b0);
+    let measured = da as f64 / (da + db) as f64;
+    assert!(
+        (measured - 0.7).abs() <= 0.05,
+        "pool a got {measured:.3} of the hashrate ({da} vs {db} shares)"
+    );
+    fast.stop();
+    slow.stop();
+    for fleet in [fast, slow] {
+        let report = rt.block_on(within("the fleet", fleet.finish()));
+        assert!(report.miners.iter().all(|m| m.error.is_none()));
+    }
+}
+
+#[test]
+fn a_drained_pool_loses_every_miner_at_the_rate_and_a_disconnect_closes_one() {
+    const MINERS: usize = 10;
+    let rt = Runtime::new(2);
+    let a = pool_sim(&rt, Duration::from_secs(5));
+    let b = pool_sim(&rt, Duration::from_secs(5));
+    let pools = Pools::new(
+        vec![spec("a", a.local_addr(), 0), spec("b", b.local_addr(), 1)],
+        HealthPolicy {
+            probe: ProbeKind::Off,
+            move_rate_per_second: 10.0,
+            ..fast_policy()
+        },
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
+    let mut config = MinerConfig::new(relay.addr, MINERS);
+    config.rate_per_second = 10.0;
+    config.reconnect = true;
+    let fleet = MinerSim::start(&rt.executor, config);
+    let stop = fleet.stop_handle();
+    rt.block_on(async {
+        eventually("miners on a", || pools.status()[0].sessions == MINERS).await;
+        pools.set_draining("a", true).unwrap();
+        eventually("every miner moved to b", || {
+            let status = pools.status();
+            status[0].sessions == 0 && status[1].sessions == MINERS
+        })
+        .await;
+    });
+    let moved = observer.counts().moved_at;
+    assert_eq!(moved.len(), MINERS);
+    let span = moved[MINERS - 1].duration_since(moved[0]).as_secs_f64();
+    // 10 moves at 10/s with one second's burst: never all at once.
+    assert!(
+        MINERS as f64 <= 10.0 * (span + 0.1) + 10.0,
+        "{MINERS} moves in {span:.2}s"
+    );
+    assert!(pools.set_draining("nope", true).is_err());
+    // Put back, and disconnect one miner by its connection id: only it goes.
+    pools.set_draining("a", false).unwrap();
+    let before = observer.counts().closed;
+    let some_conn = (1..=200)
+        .find(|id| pools.disconnect(*id))
+        .expect("a live connection");
+    rt.block_on(eventually("the disconnected miner closed", || {
+        observer.counts().closed == before + 1
+    }));
+    assert!(!pools.disconnect(some_conn), "the same id is gone");
+    stop.stop();
+    let report = rt.block_on(within("the fleet", fleet.finish()));
+    assert!(report.miners.iter().all(|m| m.error.is_none()));
 }

@@ -531,3 +531,89 @@ fn repeated_pool_flags_fail_over_to_the_backup_and_report_the_pools() {
     assert_eq!(pools[1]["priority"], 1);
     proxy.wait_for_log("is down: unreachable");
 }
+
+#[test]
+fn sighup_adds_a_pool_and_changes_weights_without_closing_anyone_and_refuses_a_bad_file() {
+    let rt = SimRuntime::new();
+    let a = pool(&rt, PoolConfig::default());
+    let b = pool(&rt, PoolConfig::default());
+    let file = temp_path("reload.json");
+    let write = |pools: serde_json::Value| {
+        let config = serde_json::json!({ "pools": pools, "balance_tolerance": 1 });
+        std::fs::write(&file, config.to_string()).unwrap();
+    };
+    write(serde_json::json!([{ "name": "a", "address": a.local_addr().to_string() }]));
+    let proxy = Proxy::start_without_pool(&["--config", file.to_str().unwrap()], &[]);
+    let mut config = fleet(&proxy, 6, &["gina"], 0);
+    config.submits = None;
+    config.rate_per_second = 10.0;
+    let fleet_a = MinerSim::start(&rt.executor, config);
+    let pools_of = |proxy: &Proxy| -> Vec<Value> {
+        let (_, body) = proxy.get("/status");
+        let status: Value = serde_json::from_str(&body).unwrap();
+        status["pools"].as_array().unwrap().clone()
+    };
+    let miners_on = |pools: &[Value], name: &str| {
+        pools
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["miners"].as_u64().unwrap())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while miners_on(&pools_of(&proxy), "a") != Some(6) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "miners never on pool a"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Add pool b with three times a's weight, and reload.
+    write(serde_json::json!([
+        { "name": "a", "address": a.local_addr().to_string(), "weight": 1 },
+        { "name": "b", "address": b.local_addr().to_string(), "weight": 3 },
+    ]));
+    proxy.signal(Signal::HUP);
+    proxy.wait_for_log("configuration reloaded; applied: pools");
+    let pools = pools_of(&proxy);
+    assert_eq!(pools.len(), 2, "{pools:?}");
+    assert_eq!(pools[1]["weight"], 3);
+    // No relayed connection was closed by the reload.
+    assert_eq!(miners_on(&pools, "a"), Some(6));
+    // New miners go to the pool furthest below its share: b.
+    let mut config = fleet(&proxy, 2, &["hank"], 0);
+    config.submits = None;
+    config.rate_per_second = 10.0;
+    let fleet_b = MinerSim::start(&rt.executor, config);
+    while miners_on(&pools_of(&proxy), "b") != Some(2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new miners never on pool b"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A bad file changes nothing.
+    write(serde_json::json!([
+        { "name": "a", "address": a.local_addr().to_string() },
+        { "name": "a", "address": b.local_addr().to_string() },
+    ]));
+    proxy.signal(Signal::HUP);
+    proxy.wait_for_log("reload refused, the running configuration is kept");
+    let pools = pools_of(&proxy);
+    assert_eq!(pools.len(), 2);
+    assert_eq!(pools[1]["name"], "b");
+    assert_eq!(miners_on(&pools, "a"), Some(6));
+
+    fleet_a.stop();
+    fleet_b.stop();
+    for report in [
+        smol::block_on(fleet_a.finish()),
+        smol::block_on(fleet_b.finish()),
+    ] {
+        for m in &report.miners {
+            assert_eq!(m.error, None, "{}", m.user);
+            assert_eq!(m.sessions, 1, "{} was reconnected", m.user);
+        }
+    }
+}

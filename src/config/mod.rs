@@ -66,11 +66,12 @@ use crate::relay::keepalive;
 use crate::relay::limits;
 use crate::relay::per_address::AddressRule;
 use crate::relay::pools::{
-    DEFAULT_CHECK_INTERVAL, DEFAULT_FAILBACK_AFTER, DEFAULT_FAILOVER_WAIT, DEFAULT_FALL,
-    DEFAULT_MOVE_RATE_PER_SECOND, DEFAULT_RISE, DEFAULT_STALL_FACTOR, HealthPolicy, PoolSpec,
-    ProbeKind, Route,
+    DEFAULT_BALANCE_TOLERANCE, DEFAULT_CHECK_INTERVAL, DEFAULT_FAILBACK_AFTER,
+    DEFAULT_FAILOVER_WAIT, DEFAULT_FALL, DEFAULT_MOVE_RATE_PER_SECOND, DEFAULT_RISE,
+    DEFAULT_STALL_FACTOR, HealthPolicy, PoolSpec, ProbeKind, Route,
 };
 use crate::relay::upstream::PoolAddr;
+use crate::relay::{AddressLimit, Keepalive, Limits, PerAddress};
 
 /// Default miner-facing listen address.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -243,7 +244,7 @@ macro_rules! define_config {
     ($(
         $(#[doc = $doc:literal])*
         $key:ident => $field:ident : $ty:ty = $default:expr, $kind:expr,
-            env [$($env:literal),*], flag $arg:literal [$($flagty:tt)*] $help:literal;
+            env [$($env:literal),*], flag $arg:literal [$($flagty:tt)*] $help:literal $reload:ident;
     )*) => {
         /// The validated configuration.
         #[derive(Debug, Clone, PartialEq)]
@@ -276,6 +277,23 @@ macro_rules! define_config {
                     );
                 )*
                 Some(Config { $( $field: $field?, )* })
+            }
+        }
+
+        /// Whether a reload (`SIGHUP`) applies `key` to a running relay
+        /// (the others take effect at start).
+        pub fn is_reloadable(key: &str) -> bool {
+            $( if key == stringify!($key) { return stringify!($reload) == "live"; } )*
+            false
+        }
+
+        impl Config {
+            /// This configuration with every reloadable key's value taken
+            /// from `new` (what a reload applies).
+            pub fn with_reloaded(&self, new: &Config) -> Config {
+                let mut out = self.clone();
+                $( if stringify!($reload) == "live" { out.$field = new.$field.clone(); } )*
+                out
             }
         }
 
@@ -409,6 +427,31 @@ impl Config {
             .collect()
     }
 
+    /// The relay's limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            accept_rate_per_second: self.accept_rate_per_second,
+            accept_burst: self.accept_burst,
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
+            handshake_timeout: self.handshake_timeout,
+            keepalive: Keepalive {
+                idle: self.tcp_keepalive_idle,
+                interval: self.tcp_keepalive_interval,
+                probes: self.tcp_keepalive_probes,
+                user_timeout: self.tcp_user_timeout,
+            },
+            per_address: PerAddress {
+                default: AddressLimit {
+                    max_connections: self.max_connections_per_address,
+                    accept_rate_per_second: self.accept_rate_per_address,
+                },
+                overrides: self.address_overrides.clone(),
+            },
+        }
+    }
+
     /// The pools' health thresholds.
     pub fn health_policy(&self) -> HealthPolicy {
         HealthPolicy {
@@ -422,6 +465,7 @@ impl Config {
             failback_after: (!self.failback_after.is_zero()).then_some(self.failback_after),
             move_rate_per_second: self.move_rate_per_second,
             reconnect_message: self.reconnect_message,
+            balance_tolerance: self.balance_tolerance,
             ..HealthPolicy::default()
         }
     }

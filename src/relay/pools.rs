@@ -691,7 +691,12 @@ impl Pools {
     /// more than one pool (one pool has nothing to be chosen against, and
     /// is dialled even when down).
     fn probing(&self) -> bool {
-        self.policy.probe != ProbeKind::Off && self.len() > 1
+        let live = self
+            .all()
+            .iter()
+            .filter(|p| !p.removed.load(Ordering::Relaxed))
+            .count();
+        self.policy.probe != ProbeKind::Off && live > 1
     }
 
     fn failure(&self, p: &Pool) {
@@ -1049,25 +1054,28 @@ impl Pools {
     /// A single pool is probed once at start (a TCP connect), so that
     /// `/healthz` means something before the first miner connects.
     pub async fn run_checks(self: Arc<Self>) {
-        if !self.probing() {
-            if self.policy.probe != ProbeKind::Off {
-                let p = self.get(0);
-                let addr = p.spec().addr;
-                let ok = probe(&addr, ProbeKind::Tcp, self.policy.probe_timeout)
-                    .await
-                    .is_ok();
-                self.listener.probed(0, ok);
-                if !ok {
-                    self.failure(&p);
-                }
-            }
-            loop {
-                self.check_stalls();
-                Timer::after(self.policy.check_interval).await;
-            }
-        }
+        let mut first = true;
         loop {
             self.check_stalls();
+            if !self.probing() {
+                // One pool: a TCP probe at start, then its miners' dials judge
+                // it. (A reload that adds pools starts the probes.)
+                if first && self.policy.probe != ProbeKind::Off {
+                    let p = self.get(0);
+                    let addr = p.spec().addr;
+                    let ok = probe(&addr, ProbeKind::Tcp, self.policy.probe_timeout)
+                        .await
+                        .is_ok();
+                    self.listener.probed(0, ok);
+                    if !ok {
+                        self.failure(&p);
+                    }
+                }
+                first = false;
+                Timer::after(self.policy.check_interval).await;
+                continue;
+            }
+            first = false;
             // Every pool at once, on this task: a dead pool's timeout does
             // not delay the others' verdicts.
             let pools: Vec<Arc<Pool>> = self

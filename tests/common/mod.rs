@@ -79,6 +79,8 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 /// A relay started on port 0 in front of `pool`; stopped (accepting) on drop.
 pub struct Relay {
     pub addr: SocketAddr,
+    /// Every listen address (`addr` is the first).
+    pub addrs: Vec<SocketAddr>,
     pub handle: ServerHandle,
     stop: Sender<()>,
 }
@@ -111,15 +113,28 @@ pub fn start_relay_to<O: Observer>(
     limits: Limits,
     observer: Arc<O>,
 ) -> Relay {
+    start_relay_on(
+        runtime,
+        &["127.0.0.1:0".parse().unwrap()],
+        pools,
+        limits,
+        observer,
+    )
+}
+
+/// Binds a relay on every address of `listens` (port 0 each) to `pools`.
+pub fn start_relay_on<O: Observer>(
+    runtime: &Runtime,
+    listens: &[SocketAddr],
+    pools: Arc<Pools>,
+    limits: Limits,
+    observer: Arc<O>,
+) -> Relay {
     let server = runtime
-        .block_on(Server::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            pools,
-            limits,
-            observer,
-        ))
+        .block_on(Server::bind_all(listens, pools, limits, observer))
         .expect("bind relay");
     let addr = server.local_addr();
+    let addrs = server.local_addrs().to_vec();
     let handle = server.handle();
     let (stop, stopped) = smol::channel::bounded::<()>(1);
     runtime
@@ -128,7 +143,12 @@ pub fn start_relay_to<O: Observer>(
             let _ = stopped.recv().await;
         }))
         .detach();
-    Relay { addr, handle, stop }
+    Relay {
+        addr,
+        addrs,
+        handle,
+        stop,
+    }
 }
 
 /// One observed line, owned, comparable across runs.
@@ -521,4 +541,14 @@ impl Peer {
 pub fn unused_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("local addr")
+}
+
+/// A blocking connection to `to` from the loopback address `from` (any of
+/// 127.0.0.0/8), for tests of per-source behaviour.
+pub fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::net::TcpStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let socket = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    bind(&socket, &SocketAddr::new(from, 0)).expect("bind a loopback source address");
+    connect(&socket, &to).expect("connect");
+    std::net::TcpStream::from(socket)
 }

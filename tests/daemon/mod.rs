@@ -29,9 +29,18 @@ impl Proxy {
     /// Starts the proxy with `args` (plus port-0 listeners) and `env`, and
     /// waits until its log names both bound addresses.
     pub fn start(pool: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let pool = pool.to_string();
+        let args: Vec<&str> = ["--pool", pool.as_str()]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        Proxy::start_without_pool(&args, env)
+    }
+
+    /// Like [`Proxy::start`], with no `--pool` flag (pools from a file).
+    pub fn start_without_pool(args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let mut command = crate::runner::command(env!("CARGO_BIN_EXE_stratum-proxy"));
         command
-            .args(["--pool", &pool.to_string()])
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("JOURNAL_STREAM")
