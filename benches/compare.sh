@@ -2,9 +2,11 @@
 # Side-by-side benchmark: HAProxy (mode tcp, nbthread 1), nginx stream (one
 # worker), stratum-proxy (release, metrics on) and, where meaningful, miners
 # straight to the pool ("direct"), in every scenario of stratum-bench, in one
-# run. Prints one table with ratios against HAProxy.
+# run. Prints one table with ratios against HAProxy, then one of the outage
+# scenarios (failover: the primary pool dies; stall: it hangs), HAProxy as a
+# failover relay beside stratum-proxy with two pools.
 #
-#   benches/compare.sh            full run (about 8 minutes)
+#   benches/compare.sh            full run (about 12 minutes)
 #   benches/compare.sh --quick    smoke run: short windows, fewer miners (< 2 min)
 #
 # The bench (pool-sim + miner-sims) runs on CPU 0, each target on CPU 1, except
@@ -56,8 +58,8 @@ install_packages() {
         chmod +x /usr/sbin/policy-rc.d
         POLICY_CREATED=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
     if [[ -n "$POLICY_CREATED" ]]; then
         rm -f /usr/sbin/policy-rc.d
         POLICY_CREATED=""
@@ -88,13 +90,39 @@ wait_listening() {
     return 1
 }
 
-# start_target NAME LISTEN_PORT POOL_PORT: sets TARGET_PID ("" for direct).
+# start_target NAME LISTEN_PORT POOL_PORT [BACKUP_POOL_PORT]: sets TARGET_PID
+# ("" for direct). With a backup pool, HAProxy is the failover relay the
+# issue names (health checks inter 1s fall 1 rise 2, a backup server,
+# redispatch, shutdown-sessions on marked down) and stratum-proxy gets two
+# --pool flags.
 start_target() {
-    local name=$1 listen=$2 pool=$3
+    local name=$1 listen=$2 pool=$3 backup=${4:-}
     TARGET_PID=""
     case "$name" in
         direct) return 0 ;;
         haproxy)
+            if [[ -n "$backup" ]]; then
+                cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 9990
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 1h
+    timeout server 1h
+    retries 3
+    option redispatch
+frontend miners
+    bind 127.0.0.1:$listen
+    default_backend pools
+backend pools
+    default-server inter 1s fall 1 rise 2 on-marked-down shutdown-sessions
+    server primary 127.0.0.1:$pool check
+    server backup 127.0.0.1:$backup check backup
+EOF
+                taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+            else
             cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread 1
@@ -111,6 +139,7 @@ backend pool
     server pool 127.0.0.1:$pool
 EOF
             taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+            fi
             ;;
         nginx)
             # master_process off: the one worker is the process we measure.
@@ -140,7 +169,9 @@ EOF
                 threads=2
             fi
             METRICS_PORT=$((listen + 1))
-            "${pin[@]}" "$PROXY" --listen "127.0.0.1:$listen" --pool "127.0.0.1:$pool" \
+            local pools=(--pool "127.0.0.1:$pool")
+            [[ -n "$backup" ]] && pools+=(--pool "127.0.0.1:$backup")
+            "${pin[@]}" "$PROXY" --listen "127.0.0.1:$listen" "${pools[@]}" \
                 --metrics-listen "127.0.0.1:$METRICS_PORT" --log-level warn --log-format text \
                 --threads "$threads" --max-connections 30000 --accept-burst 30000 \
                 --accept-rate-per-second 100000 \
@@ -202,12 +233,39 @@ run_one() {
     stop_target
 }
 
+# run_outage SCENARIO TARGET: failover/stall with a backup pool; the
+# bench's JSON line goes to $WORK/outages.jsonl. HAProxy not moving miners
+# off a hung pool is a finding, not a failure of this script.
+run_outage() {
+    local scenario=$1 name=$2 listen pool backup out
+    PORT=$((PORT + 4))
+    listen=$PORT
+    pool=$((PORT + 2))
+    backup=$((PORT + 3))
+    start_target "$name" "$listen" "$pool" "$backup"
+    out="$WORK/$scenario-$name.out"
+    if ! taskset -c 0 "$BENCH" --scenario "$scenario" --pool-port "$pool" \
+        --backup-pool-port "$backup" --target "127.0.0.1:$listen" --name "$name" \
+        $QUICK >"$out" 2>"$WORK/$scenario-$name.err"; then
+        if [[ "$name" == stratum-proxy ]]; then
+            echo "compare.sh: $scenario/$name FAILED (see below)" >&2
+            cat "$WORK/$scenario-$name.err" >&2
+            FAILED=1
+        fi
+    fi
+    head -n 1 "$out" >&2
+    grep '^{' "$out" | tail -n 1 >>"$WORK/outages.jsonl" || true
+    stop_target
+}
+
 echo "# $(date -u +%FT%TZ) commit $(git -C "$ROOT" rev-parse --short HEAD) load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for target in direct haproxy nginx stratum-proxy; do run_one steady "$target"; done
 for target in haproxy nginx stratum-proxy; do run_one scale "$target"; done
 for target in direct haproxy nginx stratum-proxy; do run_one burst "$target"; done
 for target in haproxy nginx stratum-proxy stratum-proxy-2t; do run_one saturation "$target"; done
 for target in haproxy nginx stratum-proxy; do run_one idle "$target"; done
+for target in haproxy stratum-proxy; do run_outage failover "$target"; done
+for target in haproxy stratum-proxy; do run_outage stall "$target"; done
 echo "# finished $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 python3 - "$WORK/results.jsonl" <<'EOF'
@@ -258,5 +316,21 @@ for r in rows:
         f(num(r, "wakeups_per_s"), 1),
         f"{r.get('bytes_match', 0)}/{r.get('miners', '?')}",
     ]) + " |")
+EOF
+
+python3 - "$WORK/outages.jsonl" <<'EOF'
+import json, os, sys
+
+path = sys.argv[1]
+rows = [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
+print()
+print("| outage | target | ok | miners | job from backup p50 / p99 / p100 ms | share accepted p50 / p99 / p100 ms |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    def q(key):
+        d = r.get(key) or {}
+        return " / ".join("never" if d.get(p) is None else str(d[p]) for p in ("p50_ms", "p99_ms", "p100_ms"))
+    ok = "yes" if r.get("ok") else "no"
+    print(f"| {r['scenario']} | {r['target']} | {ok} | {r.get('miners')} | {q('job_from_backup')} | {q('share_accepted_on_backup')} |")
 EOF
 exit "$FAILED"

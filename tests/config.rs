@@ -319,7 +319,7 @@ fn precedence_rows() -> Vec<Row> {
             json!(2),
             ("POOL_STALL_FACTOR", "4.5"),
             ("--pool-stall-factor", "10"),
-            [json!(3.0), json!(2.0), json!(4.5), json!(10.0)],
+            [json!(2.5), json!(2.0), json!(4.5), json!(10.0)],
         ),
         row(
             "failover_wait_seconds",
@@ -737,7 +737,7 @@ fn binary_check_config_prints_the_masked_effective_config() {
             "pool_fall": 3,
             "pool_rise": 3,
             "pool_probe": "subscribe",
-            "pool_stall_factor": 3.0,
+            "pool_stall_factor": 2.5,
             "failover_wait_seconds": 2.0,
             "failback_after_seconds": 120.0,
             "move_rate_per_second": 10.0,

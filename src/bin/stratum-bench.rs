@@ -11,6 +11,15 @@
 //! ways). `--target direct` connects the miners straight to the pool, as the
 //! baseline for round trips. Output: one human line, then one JSON line.
 //! Exit status 1 when the cross-check fails or miners did not all connect.
+//!
+//! Two scenarios take a second, backup pool (`--backup-pool-port`): in
+//! `failover` the primary pool dies (every connection closed, new ones
+//! refused), in `stall` it hangs (connections stay open, nothing comes back,
+//! notifies every 10 s before). The miners reconnect at once when dropped,
+//! as firmware does. Reported: the time from the outage until 50%, 99% and
+//! 100% of miners hold a job from the backup (their first `mining.notify`
+//! on a connection made after the outage) and until they have a share
+//! accepted again.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,9 +45,12 @@ const FAN_OUT_GRACE: Duration = Duration::from_secs(3);
 /// Benchmark one Stratum relay process (or the pool directly) in a scenario.
 #[derive(FromArgs)]
 struct Args {
-    /// steady, scale, burst, saturation or idle
+    /// steady, scale, burst, saturation, idle, failover or stall
     #[argh(option)]
     scenario: String,
+    /// loopback port of the backup pool (failover and stall scenarios)
+    #[argh(option)]
+    backup_pool_port: Option<u16>,
     /// address the target listens on, or "direct" for the pool itself
     #[argh(option)]
     target: String,
@@ -78,6 +90,17 @@ struct Plan {
     idle: bool,
     /// Send one clean_jobs notify to all miners in the window.
     burst: bool,
+    /// Take the primary pool out (failover scenarios); `window` bounds the wait.
+    outage: Option<Outage>,
+}
+
+/// How the primary pool fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// Killed: connections closed, new ones refused.
+    Kill,
+    /// Hung: connections open, silent.
+    Hang,
 }
 
 fn plan(args: &Args) -> Result<Plan, String> {
@@ -91,6 +114,7 @@ fn plan(args: &Args) -> Result<Plan, String> {
             window: Duration::from_secs(if q { 5 } else { 20 }),
             idle: false,
             burst: false,
+            outage: None,
         },
         "scale" => Plan {
             // 2 fds per miner in each process under a 20,000 open-files limit.
@@ -101,6 +125,7 @@ fn plan(args: &Args) -> Result<Plan, String> {
             window: Duration::from_secs(if q { 5 } else { 20 }),
             idle: false,
             burst: false,
+            outage: None,
         },
         "burst" => Plan {
             miners: if q { 500 } else { 5000 },
@@ -110,6 +135,7 @@ fn plan(args: &Args) -> Result<Plan, String> {
             window: Duration::ZERO,
             idle: true,
             burst: true,
+            outage: None,
         },
         "saturation" => Plan {
             miners: 50,
@@ -119,6 +145,7 @@ fn plan(args: &Args) -> Result<Plan, String> {
             window: Duration::from_secs(if q { 3 } else { 10 }),
             idle: false,
             burst: false,
+            outage: None,
         },
         "idle" => Plan {
             miners: if q { 200 } else { 1000 },
@@ -128,10 +155,32 @@ fn plan(args: &Args) -> Result<Plan, String> {
             window: Duration::from_secs(if q { 3 } else { 10 }),
             idle: true,
             burst: false,
+            outage: None,
+        },
+        "failover" => Plan {
+            miners: if q { 200 } else { 1000 },
+            rate: 1.0,
+            pipeline: 1,
+            notify_interval: Some(Duration::from_secs(5)),
+            window: Duration::from_secs(if q { 20 } else { 60 }),
+            idle: false,
+            burst: false,
+            outage: Some(Outage::Kill),
+        },
+        "stall" => Plan {
+            miners: if q { 200 } else { 1000 },
+            rate: 1.0,
+            pipeline: 1,
+            // Pools send a job every 10 s or so: the stall is judged from it.
+            notify_interval: Some(Duration::from_secs(10)),
+            window: Duration::from_secs(if q { 40 } else { 60 }),
+            idle: false,
+            burst: false,
+            outage: Some(Outage::Hang),
         },
         other => {
             return Err(format!(
-                "unknown scenario {other:?}: use steady, scale, burst, saturation or idle"
+                "unknown scenario {other:?}: use steady, scale, burst, saturation, idle, failover or stall"
             ));
         }
     };
@@ -281,11 +330,133 @@ async fn wait_for(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
+/// Milliseconds from `since` until each miner held a job (`notify`) or had a
+/// share accepted on a connection made at or after `since`; `None` for a
+/// miner that never did.
+fn after_outage(report: &FleetReport, since: Instant, accept: bool) -> Vec<Option<u64>> {
+    report
+        .miners
+        .iter()
+        .map(|m| {
+            m.session_times
+                .iter()
+                .filter(|t| t.connected_at >= since)
+                .filter_map(|t| {
+                    if accept {
+                        t.first_accept_at
+                    } else {
+                        t.first_notify_at
+                    }
+                })
+                .min()
+                .map(|at| (at - since).as_millis() as u64)
+        })
+        .collect()
+}
+
+/// 50%, 99% and 100% of `times` (ms), counting missing ones as never.
+fn outage_quantiles(times: &[Option<u64>]) -> serde_json::Value {
+    let mut done: Vec<u64> = times.iter().flatten().copied().collect();
+    done.sort_unstable();
+    let n = times.len();
+    let at = |q: f64| {
+        let k = ((n as f64 * q).ceil() as usize).max(1);
+        done.get(k - 1).copied()
+    };
+    json!({
+        "p50_ms": at(0.50),
+        "p99_ms": at(0.99),
+        "p100_ms": at(1.0),
+        "done": done.len(),
+        "of": n,
+    })
+}
+
+/// The failover scenarios: see the module docs.
+async fn run_outage(
+    executor: &Arc<Executor<'static>>,
+    args: &Args,
+    plan: &Plan,
+    outage: Outage,
+) -> Result<serde_json::Value, String> {
+    let primary_addr: SocketAddr = ([127, 0, 0, 1], args.pool_port).into();
+    let backup_port = args
+        .backup_pool_port
+        .ok_or("the failover scenarios need --backup-pool-port")?;
+    let backup_addr: SocketAddr = ([127, 0, 0, 1], backup_port).into();
+    let target: SocketAddr = args
+        .target
+        .parse()
+        .map_err(|e| format!("--target {:?}: {e}", args.target))?;
+    let pool_config = PoolConfig {
+        notify_interval: plan.notify_interval,
+        ..PoolConfig::default()
+    };
+    let primary = PoolSim::start(executor, primary_addr, pool_config.clone())
+        .map_err(|e| format!("primary cannot listen on {primary_addr}: {e}"))?;
+    let backup = PoolSim::start(executor, backup_addr, pool_config)
+        .map_err(|e| format!("backup cannot listen on {backup_addr}: {e}"))?;
+    let connect_time = Duration::from_secs_f64(plan.miners as f64 / args.connect_rate.max(1.0));
+    let mut config = MinerConfig::new(target, plan.miners);
+    config.rate_per_second = plan.rate;
+    config.connect_per_second = args.connect_rate;
+    config.response_timeout = Duration::from_secs(30);
+    config.reconnect = true;
+    let fleet = MinerSim::start(executor, config);
+    let ready = wait_for(Instant::now() + connect_time + SLACK, || {
+        primary.stats().authorizes >= plan.miners as u64
+            && fleet.live().connected >= plan.miners as u64
+    })
+    .await;
+    Timer::after(SETTLE).await;
+    // Let the relay learn the primary's notify interval before it hangs.
+    if outage == Outage::Hang {
+        Timer::after(plan.notify_interval.unwrap_or_default() * 2).await;
+    }
+    let backup_before = backup.stats().authorizes;
+    let since = Instant::now();
+    match outage {
+        Outage::Kill => primary.kill(),
+        Outage::Hang => primary.set_silent(true),
+    }
+    let moved = wait_for(since + plan.window, || {
+        backup.stats().authorizes >= backup_before + plan.miners as u64
+    })
+    .await;
+    // Until every moved miner had a share accepted (bounded).
+    let accepted_before = backup.stats().accepted;
+    wait_for(Instant::now() + Duration::from_secs(5), || {
+        backup.stats().accepted >= accepted_before + plan.miners as u64
+    })
+    .await;
+    fleet.stop();
+    let report = fleet.finish().await;
+    let jobs = after_outage(&report, since, false);
+    let shares = after_outage(&report, since, true);
+    let name = args.name.clone().unwrap_or_else(|| args.target.clone());
+    let job = outage_quantiles(&jobs);
+    let ok = ready && moved && job["done"] == json!(plan.miners);
+    Ok(json!({
+        "scenario": args.scenario,
+        "target": name,
+        "ok": ok,
+        "miners": plan.miners,
+        "all_connected": ready,
+        "all_moved": moved,
+        "job_from_backup": job,
+        "share_accepted_on_backup": outage_quantiles(&shares),
+        "backup_connections": backup.stats().connections,
+    }))
+}
+
 async fn run(
     executor: &Arc<Executor<'static>>,
     args: &Args,
     plan: &Plan,
 ) -> Result<serde_json::Value, String> {
+    if let Some(outage) = plan.outage {
+        return run_outage(executor, args, plan, outage).await;
+    }
     let pool_addr: SocketAddr = ([127, 0, 0, 1], args.pool_port).into();
     let target: SocketAddr = if args.target == "direct" {
         pool_addr
@@ -473,6 +644,31 @@ fn main() -> ExitCode {
     let executor = Arc::new(Executor::new());
     let result = smol::block_on(executor.run(run(&executor, &args, &plan)));
     match result {
+        Ok(v) if v.get("job_from_backup").is_some() => {
+            let q = |k: &str, p: &str| match v[k][p].as_u64() {
+                Some(ms) => format!("{ms}"),
+                None => "never".into(),
+            };
+            println!(
+                "{} {}: ok={} miners={} job from backup p50/p99/p100 ms={}/{}/{} share accepted p50/p99/p100 ms={}/{}/{}",
+                v["scenario"].as_str().unwrap_or(""),
+                v["target"].as_str().unwrap_or(""),
+                v["ok"],
+                v["miners"],
+                q("job_from_backup", "p50_ms"),
+                q("job_from_backup", "p99_ms"),
+                q("job_from_backup", "p100_ms"),
+                q("share_accepted_on_backup", "p50_ms"),
+                q("share_accepted_on_backup", "p99_ms"),
+                q("share_accepted_on_backup", "p100_ms"),
+            );
+            println!("{v}");
+            if v["ok"].as_bool() == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Ok(v) => {
             println!(
                 "{} {}: ok={} miners={} msgs/s={} cpu_us/msg={} rss_kib/miner={} rtt p50/p99/p999 ms={}/{}/{} fanout p99 ms={} wakeups/s={} bytes match={}/{}",

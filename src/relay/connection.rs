@@ -681,6 +681,9 @@ impl<O: Observer> Relay<'_, '_, O> {
         if flow.lines && d == 0 {
             self.handshake_done = true;
         }
+        if flow.lines && d == 1 {
+            self.session.heard(now);
+        }
         if flow.notified {
             self.session.saw_notify(now);
         }

@@ -13,9 +13,9 @@
 //! - **down** after [`HealthPolicy::fall`] consecutive failures, counting
 //!   failed dials by miners (refused, timed out, reset before the pool's
 //!   first byte) and failed probes; or at once when the pool is **stalled**:
-//!   it has sessions but sent no `mining.notify` on any of them for
-//!   [`HealthPolicy::stall_factor`] times its own observed notify interval
-//!   (at least [`HealthPolicy::stall_min`]). A pool's interval is learnt
+//!   it has sessions but sent nothing on any of them, no job and no answer,
+//!   for [`HealthPolicy::stall_factor`] times its own observed notify
+//!   interval (at least [`HealthPolicy::stall_min`]). A pool's interval is learnt
 //!   from its traffic: each session's gap between two notifies (gaps under
 //!   [`NOTIFY_ROUND_GAP`] are one job round sent twice), smoothed over all
 //!   of the pool's sessions.
@@ -65,6 +65,9 @@ pub type PoolId = usize;
 /// Two notifies on one session less than this apart belong to one job
 /// round (a pool that sends a job and at once an update of it).
 pub const NOTIFY_ROUND_GAP: Duration = Duration::from_millis(50);
+
+/// A session refreshes its pool's "last heard" stamp at most this often.
+pub const HEARD_EVERY: Duration = Duration::from_millis(100);
 
 /// Longest answer line a subscribe probe reads, in bytes.
 const PROBE_LINE_BYTES: usize = 16 * 1024;
@@ -154,9 +157,11 @@ pub const DEFAULT_RISE: u32 = 3;
 /// Default [`HealthPolicy::check_interval`].
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Default [`HealthPolicy::stall_factor`]: a pool notifying every 10 s is
-/// stalled after 30 s of silence (miner firmware waits 90 s, other proxies
-/// 120–600 s).
-pub const DEFAULT_STALL_FACTOR: f64 = 3.0;
+/// stalled after 25 s of silence (miner firmware waits 90 s, other proxies
+/// 120–600 s). Silence means nothing at all, no job and no answer to any
+/// miner's request, so a pool that only sends jobs on new blocks is not
+/// taken for stalled while it answers shares.
+pub const DEFAULT_STALL_FACTOR: f64 = 2.5;
 /// Default [`HealthPolicy::stall_min`].
 pub const DEFAULT_STALL_MIN: Duration = Duration::from_secs(5);
 /// Default [`HealthPolicy::failover_wait`].
@@ -352,8 +357,9 @@ struct Pool {
     newcomers: AtomicUsize,
     /// Submitted difficulty per second at the last balance check (f64 bits).
     rate_bits: AtomicU64,
-    /// Milliseconds since [`Pools`] started of the last notify, 0 = none yet.
-    last_notify_ms: AtomicU64,
+    /// Milliseconds since [`Pools`] started of the last line any session
+    /// got from the pool (a notify, an answer, anything), 0 = none yet.
+    last_heard_ms: AtomicU64,
     /// Smoothed gap between job rounds, in milliseconds, 0 = unknown.
     notify_interval_ms: AtomicU64,
 }
@@ -377,7 +383,7 @@ impl Pool {
             session_count: AtomicUsize::new(0),
             newcomers: AtomicUsize::new(0),
             rate_bits: AtomicU64::new(0),
-            last_notify_ms: AtomicU64::new(0),
+            last_heard_ms: AtomicU64::new(0),
             notify_interval_ms: AtomicU64::new(0),
         }
     }
@@ -718,7 +724,7 @@ impl Pools {
                 health.since = Instant::now();
                 health.rises = 0;
                 // A fresh start for stall detection.
-                p.last_notify_ms.store(0, Ordering::Relaxed);
+                p.last_heard_ms.store(0, Ordering::Relaxed);
                 p.evicting.store(false, Ordering::Relaxed);
                 self.listener.changed(p.id, &p.spec(), PoolHealth::Up);
             }
@@ -745,7 +751,7 @@ impl Pools {
         let now = self.now_ms();
         for p in self.all() {
             let interval = p.notify_interval_ms.load(Ordering::Relaxed);
-            let last = p.last_notify_ms.load(Ordering::Relaxed);
+            let last = p.last_heard_ms.load(Ordering::Relaxed);
             if interval == 0 || last == 0 || p.session_count.load(Ordering::Relaxed) == 0 {
                 continue;
             }
@@ -883,6 +889,7 @@ impl Pools {
             let now = Instant::now();
             tokens = (tokens + rate * now.duration_since(last).as_secs_f64()).min(cap);
             last = now;
+            self.check_stalls();
             if now.duration_since(last_measure) >= self.policy.check_interval {
                 self.measure_rates();
                 last_measure = now;
@@ -1047,6 +1054,7 @@ impl Pools {
             shared,
             waker_set: false,
             last_notify_ms: 0,
+            last_heard_ms: 0,
         }
     }
 
@@ -1140,6 +1148,8 @@ pub struct Session {
     waker_set: bool,
     /// This session's last notify, in ms since [`Pools`] started (0 = none).
     last_notify_ms: u64,
+    /// When this session last stored [`Pool::last_heard_ms`].
+    last_heard_ms: u64,
 }
 
 impl Session {
@@ -1186,6 +1196,19 @@ impl Session {
         }
     }
 
+    /// The pool sent this session one or more lines (read at `now`): it is
+    /// not stalled. Stored at most every [`HEARD_EVERY`] per session.
+    pub fn heard(&mut self, now: Instant) {
+        let now_ms = now
+            .saturating_duration_since(self.pools.started)
+            .as_millis() as u64
+            + 1;
+        if now_ms.saturating_sub(self.last_heard_ms) >= HEARD_EVERY.as_millis() as u64 {
+            self.last_heard_ms = now_ms;
+            self.pool.last_heard_ms.store(now_ms, Ordering::Relaxed);
+        }
+    }
+
     /// The pool sent this session a `mining.notify` (read at `now`).
     pub fn saw_notify(&mut self, now: Instant) {
         // +1 so that 0 can mean "none yet".
@@ -1200,7 +1223,6 @@ impl Session {
         };
         self.last_notify_ms = now_ms;
         let p = &self.pool;
-        p.last_notify_ms.store(now_ms, Ordering::Relaxed);
         if gap >= NOTIFY_ROUND_GAP.as_millis() as u64 {
             // Smoothed in with 1/4 weight (racing sessions may each lose an
             // update: every one carries about the same gap).

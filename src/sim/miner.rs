@@ -165,9 +165,24 @@ pub struct MinerReport {
     /// Connections made (1 without reconnects); `sent`, `received` and
     /// `eof` are the last connection's.
     pub sessions: u64,
+    /// Each connection's timeline (failover measurements).
+    #[serde(skip)]
+    pub session_times: Vec<SessionTimes>,
     /// When the last `mining.notify` was received (fan-out measurements).
     #[serde(skip)]
     pub last_notify_at: Option<Instant>,
+}
+
+/// When one connection of a miner was made, got its first job and its
+/// first accepted share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimes {
+    /// Connected.
+    pub connected_at: Instant,
+    /// First `mining.notify` on it.
+    pub first_notify_at: Option<Instant>,
+    /// First share accepted on it.
+    pub first_accept_at: Option<Instant>,
 }
 
 /// Totals over a fleet.
@@ -484,6 +499,11 @@ async fn run_session(
         let mut state = lock(state);
         state.report.eof = false;
         state.report.received = Digest::new();
+        state.report.session_times.push(SessionTimes {
+            connected_at: Instant::now(),
+            first_notify_at: None,
+            first_accept_at: None,
+        });
     }
     live.connected.fetch_add(1, Ordering::Relaxed);
     let (wake_tx, wake_rx) = smol::channel::bounded::<()>(1);
@@ -585,6 +605,9 @@ fn on_frame(state: &mut State, frame: Frame<'_>, live: &LiveCounters) {
                     match outcome {
                         Outcome::Accepted => {
                             report.accepted += 1;
+                            if let Some(times) = report.session_times.last_mut() {
+                                times.first_accept_at.get_or_insert_with(Instant::now);
+                            }
                             live.accepted.fetch_add(1, Ordering::Relaxed);
                             log::debug!("{}: share accepted", report.user);
                         }
@@ -609,6 +632,9 @@ fn on_frame(state: &mut State, frame: Frame<'_>, live: &LiveCounters) {
             Some(Method::Notify) => {
                 state.report.notifies += 1;
                 state.report.last_notify_at = Some(Instant::now());
+                if let Some(times) = state.report.session_times.last_mut() {
+                    times.first_notify_at.get_or_insert_with(Instant::now);
+                }
                 let job = message
                     .params_raw()
                     .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
@@ -630,6 +656,16 @@ fn on_frame(state: &mut State, frame: Frame<'_>, live: &LiveCounters) {
         },
         Kind::Request => state.report.other_lines += 1,
     }
+}
+
+/// How a wait between two shares ended.
+enum Pause {
+    /// Time for the next share.
+    Due,
+    /// The fleet was stopped.
+    Stopped,
+    /// The connection closed.
+    Closed,
 }
 
 /// The sending side of one miner.
@@ -749,19 +785,30 @@ impl Driver<'_> {
                     return Ok(());
                 }
                 if at > now {
-                    let stopped = smol::future::or(
+                    let waited = smol::future::or(
+                        smol::future::or(
+                            async {
+                                Timer::at(at).await;
+                                Pause::Due
+                            },
+                            async {
+                                self.stop.wait().await;
+                                Pause::Stopped
+                            },
+                        ),
                         async {
-                            Timer::at(at).await;
-                            false
-                        },
-                        async {
-                            self.stop.wait().await;
-                            true
+                            // Lines woke us: go on waiting. The reader ended
+                            // (the connection closed): react at once, as
+                            // firmware does, rather than at the next share.
+                            while self.wake.recv().await.is_ok() {}
+                            Pause::Closed
                         },
                     )
                     .await;
-                    if stopped {
-                        return Ok(());
+                    match waited {
+                        Pause::Due => {}
+                        Pause::Stopped => return Ok(()),
+                        Pause::Closed => return Err("the connection closed".into()),
                     }
                 }
             }
