@@ -694,8 +694,12 @@ pub fn pools_json(pools: &[PoolStatus]) -> Value {
                     "state": state,
                     "down_reason": reason,
                     "since_seconds": p.since.as_secs_f64(),
+                    "draining": p.draining,
+                    "removed": p.removed,
                     "miners": p.sessions,
                     "notify_interval_seconds": p.notify_interval.map(|d| d.as_secs_f64()),
+                    // Submitted share difficulty per second; × 2^32 = hashes/s.
+                    "difficulty_per_second": p.difficulty_per_second,
                 })
             })
             .collect::<Vec<_>>(),
