@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
@@ -60,6 +61,41 @@ fn pool_sim(rt: &Runtime, notify_interval: Duration) -> PoolSim {
         },
     )
     .expect("start pool-sim")
+}
+
+/// A primary (priority 0) and a backup (priority 1) pool-sim, notifying
+/// every `notify_interval`, behind a relay with `policy`.
+struct Rig {
+    rt: Runtime,
+    primary: PoolSim,
+    backup: PoolSim,
+    pools: Arc<Pools>,
+    observer: Arc<TestObserver>,
+    relay: common::Relay,
+}
+
+fn rig(notify_interval: Duration, policy: HealthPolicy) -> Rig {
+    let rt = Runtime::new(2);
+    let primary = pool_sim(&rt, notify_interval);
+    let backup = pool_sim(&rt, notify_interval);
+    let pools = Pools::new(
+        vec![
+            spec("primary", primary.local_addr(), 0),
+            spec("backup", backup.local_addr(), 1),
+        ],
+        policy,
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
+    Rig {
+        rt,
+        primary,
+        backup,
+        pools,
+        observer,
+        relay,
+    }
 }
 
 /// Waits until `condition` holds (checked every 10 ms, bounded by `within`).
@@ -143,19 +179,14 @@ fn primary_down_from_the_start_every_miner_is_relayed_to_the_backup_unnoticed() 
 
 #[test]
 fn primary_killed_mid_run_every_miner_submits_on_the_backup() {
-    let rt = Runtime::new(2);
-    let primary = pool_sim(&rt, Duration::from_secs(5));
-    let backup = pool_sim(&rt, Duration::from_secs(5));
-    let pools = Pools::new(
-        vec![
-            spec("primary", primary.local_addr(), 0),
-            spec("backup", backup.local_addr(), 1),
-        ],
-        fast_policy(),
-        Box::new(()),
-    );
-    let observer = TestObserver::new(false);
-    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
+    let Rig {
+        rt,
+        primary,
+        backup,
+        pools,
+        observer: _,
+        relay,
+    } = rig(Duration::from_secs(5), fast_policy());
 
     let mut config = MinerConfig::new(relay.addr, 20);
     config.rate_per_second = 20.0;
@@ -195,19 +226,14 @@ fn primary_killed_mid_run_every_miner_submits_on_the_backup() {
 
 #[test]
 fn a_silent_pool_is_detected_as_stalled_and_its_miners_move() {
-    let rt = Runtime::new(2);
-    let primary = pool_sim(&rt, Duration::from_millis(100));
-    let backup = pool_sim(&rt, Duration::from_millis(100));
-    let pools = Pools::new(
-        vec![
-            spec("primary", primary.local_addr(), 0),
-            spec("backup", backup.local_addr(), 1),
-        ],
-        fast_policy(),
-        Box::new(()),
-    );
-    let observer = TestObserver::new(false);
-    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
+    let Rig {
+        rt,
+        primary,
+        backup,
+        pools,
+        observer,
+        relay,
+    } = rig(Duration::from_millis(100), fast_policy());
 
     let mut config = MinerConfig::new(relay.addr, 10);
     config.rate_per_second = 20.0;
@@ -316,23 +342,21 @@ fn failback_waits_for_a_stable_primary_then_moves_miners_at_the_bounded_rate() {
     const MINERS: usize = 20;
     const RATE: f64 = 5.0;
     const FAILBACK_AFTER: Duration = Duration::from_secs(1);
-    let rt = Runtime::new(2);
-    let primary = pool_sim(&rt, Duration::from_millis(100));
-    let backup = pool_sim(&rt, Duration::from_millis(100));
-    let pools = Pools::new(
-        vec![
-            spec("primary", primary.local_addr(), 0),
-            spec("backup", backup.local_addr(), 1),
-        ],
+    let Rig {
+        rt,
+        primary,
+        backup: _,
+        pools,
+        observer,
+        relay,
+    } = rig(
+        Duration::from_millis(100),
         HealthPolicy {
             failback_after: Some(FAILBACK_AFTER),
             move_rate_per_second: RATE,
             ..fast_policy()
         },
-        Box::new(()),
     );
-    let observer = TestObserver::new(false);
-    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
     let mut config = MinerConfig::new(relay.addr, MINERS);
     config.rate_per_second = 10.0;
     config.reconnect = true;
@@ -395,14 +419,15 @@ fn failback_waits_for_a_stable_primary_then_moves_miners_at_the_bounded_rate() {
 #[test]
 fn with_reconnect_message_a_move_is_one_client_reconnect_line_the_miner_obeys() {
     const MINERS: usize = 6;
-    let rt = Runtime::new(2);
-    let primary = pool_sim(&rt, Duration::from_millis(100));
-    let backup = pool_sim(&rt, Duration::from_millis(100));
-    let pools = Pools::new(
-        vec![
-            spec("primary", primary.local_addr(), 0),
-            spec("backup", backup.local_addr(), 1),
-        ],
+    let Rig {
+        rt,
+        primary,
+        backup: _,
+        pools,
+        observer,
+        relay,
+    } = rig(
+        Duration::from_millis(100),
         HealthPolicy {
             failback_after: Some(Duration::from_millis(200)),
             move_rate_per_second: 20.0,
@@ -411,10 +436,7 @@ fn with_reconnect_message_a_move_is_one_client_reconnect_line_the_miner_obeys() 
             failover_wait: Duration::from_secs(10),
             ..fast_policy()
         },
-        Box::new(()),
     );
-    let observer = TestObserver::new(false);
-    let relay = start_relay_to(&rt, pools.clone(), Limits::default(), observer.clone());
     let mut config = MinerConfig::new(relay.addr, MINERS);
     config.rate_per_second = 10.0;
     config.reconnect = true;

@@ -213,13 +213,21 @@ pub(crate) struct Rate {
     pub max: f64,
 }
 
+/// The smallest rate or factor accepted: below it a value means nothing
+/// (and JSON cannot carry it back exactly).
+pub(crate) const MIN_RATE: f64 = 1e-6;
+
 impl Kind for Rate {
     type Value = f64;
     fn parse(&self, raw: Raw<'_>) -> Parsed<f64> {
-        parse_positive(raw, false, self.max)
+        let value = parse_positive(raw, false, self.max)?;
+        if value < MIN_RATE {
+            return Err(Some("too small".to_string()));
+        }
+        Ok(value)
     }
     fn allowed(&self) -> String {
-        format!("a number greater than 0 and at most {}", self.max)
+        format!("a number from {MIN_RATE} to {}", self.max)
     }
     fn json(&self, value: &f64) -> Value {
         Value::from(*value)
@@ -450,6 +458,39 @@ impl Kind for ListenList {
 /// Most listen addresses.
 pub(crate) const MAX_LISTENS: usize = 16;
 
+/// The objects of a JSON list (in the file, or as JSON text in the
+/// environment or a flag), each checked to hold only `keys`.
+fn objects_of(raw: Raw<'_>, keys: &[&str]) -> Parsed<Vec<serde_json::Map<String, Value>>> {
+    let value = match raw {
+        Raw::Json(value) => value.clone(),
+        Raw::Text(text) => {
+            serde_json::from_str::<Value>(text).map_err(|e| Some(format!("not JSON: {e}")))?
+        }
+    };
+    let Value::Array(items) = value else {
+        return Err(Some(format!(
+            "a JSON array is needed, not {}",
+            json_kind(&value)
+        )));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::Object(fields) => {
+                if let Some(key) = fields.keys().find(|key| !keys.contains(&key.as_str())) {
+                    return Err(Some(format!("item {i}: unknown key {key:?}")));
+                }
+                Ok(fields)
+            }
+            other => Err(Some(format!(
+                "item {i} is {}, not an object",
+                json_kind(&other)
+            ))),
+        })
+        .collect()
+}
+
 /// Routes: a JSON list of `{"listen": "IP:PORT", "source": "CIDR",
 /// "pools": [NAME, ...]}` (either condition may be left out; `"pool": NAME`
 /// for one pool). The first route that matches a miner decides.
@@ -462,34 +503,9 @@ const ALLOWED_ROUTES: &str = "a list of {\"listen\": \"IP:PORT\", \"source\": \"
 impl Kind for RouteList {
     type Value = Vec<Route>;
     fn parse(&self, raw: Raw<'_>) -> Parsed<Vec<Route>> {
-        let parsed;
-        let value = match raw {
-            Raw::Json(value) => value,
-            Raw::Text(text) => {
-                parsed = serde_json::from_str::<Value>(text)
-                    .map_err(|e| Some(format!("not JSON: {e}")))?;
-                &parsed
-            }
-        };
-        let Value::Array(items) = value else {
-            return Err(Some(format!(
-                "a JSON array is needed, not {}",
-                json_kind(value)
-            )));
-        };
+        let items = objects_of(raw, &["listen", "source", "pools", "pool"])?;
         let mut routes = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let Value::Object(fields) = item else {
-                return Err(Some(format!(
-                    "item {i} is {}, not an object",
-                    json_kind(item)
-                )));
-            };
-            for key in fields.keys() {
-                if !["listen", "source", "pools", "pool"].contains(&key.as_str()) {
-                    return Err(Some(format!("item {i}: unknown key {key:?}")));
-                }
-            }
+        for (i, fields) in items.iter().enumerate() {
             let listen = match fields.get("listen") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(text)) => Some(
@@ -806,37 +822,12 @@ fn valid_pool_name(name: &str) -> bool {
 impl Kind for PoolList {
     type Value = Vec<PoolSpec>;
     fn parse(&self, raw: Raw<'_>) -> Parsed<Vec<PoolSpec>> {
-        let parsed;
-        let value = match raw {
-            Raw::Json(value) => value,
-            Raw::Text(text) => {
-                parsed = serde_json::from_str::<Value>(text)
-                    .map_err(|e| Some(format!("not JSON: {e}")))?;
-                &parsed
-            }
-        };
-        let Value::Array(items) = value else {
-            return Err(Some(format!(
-                "a JSON array is needed, not {}",
-                json_kind(value)
-            )));
-        };
+        let items = objects_of(raw, &["name", "address", "priority", "weight"])?;
         if items.is_empty() || items.len() > MAX_POOLS {
             return Err(Some(format!("1 to {MAX_POOLS} pools are needed")));
         }
         let mut specs: Vec<PoolSpec> = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let Value::Object(fields) = item else {
-                return Err(Some(format!(
-                    "item {i} is {}, not an object",
-                    json_kind(item)
-                )));
-            };
-            for key in fields.keys() {
-                if !["name", "address", "priority", "weight"].contains(&key.as_str()) {
-                    return Err(Some(format!("item {i}: unknown key {key:?}")));
-                }
-            }
+        for (i, fields) in items.iter().enumerate() {
             let address = match fields.get("address") {
                 Some(Value::String(text)) => parse_pool_text(text).map_err(|p| {
                     Some(format!(
