@@ -672,3 +672,49 @@ fn a_drained_pool_loses_every_miner_at_the_rate_and_a_disconnect_closes_one() {
     let report = rt.block_on(within("the fleet", fleet.finish()));
     assert!(report.miners.iter().all(|m| m.error.is_none()));
 }
+
+#[test]
+fn a_miner_that_sent_its_line_and_closed_is_replayed_to_the_next_pool_with_its_fin() {
+    use std::io::{Read, Write};
+    let rt = Runtime::new(2);
+    // The first pool accepts and closes at once; the second is a raw socket.
+    let closing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closing_addr = closing.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in closing.incoming().take(10) {
+            drop(stream);
+        }
+    });
+    let next = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let next_addr = next.local_addr().unwrap();
+    let pools = Pools::new(
+        vec![spec("closing", closing_addr, 0), spec("next", next_addr, 1)],
+        HealthPolicy {
+            fall: 100,
+            probe: ProbeKind::Off,
+            ..fast_policy()
+        },
+        Box::new(()),
+    );
+    let observer = TestObserver::new(false);
+    let relay = start_relay_to(&rt, pools, Limits::default(), observer);
+    let line = b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n";
+    let mut miner = std::net::TcpStream::connect(relay.addr).unwrap();
+    miner.write_all(line).unwrap();
+    miner.shutdown(std::net::Shutdown::Write).unwrap();
+    let (mut pool, _) = next.accept().unwrap();
+    pool.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    pool.read_to_end(&mut got).unwrap();
+    assert_eq!(got, line, "the replay, then the miner's FIN");
+    pool.write_all(b"{\"id\":1,\"result\":true,\"error\":null}\n")
+        .unwrap();
+    drop(pool);
+    miner
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    miner.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"{\"id\":1,\"result\":true,\"error\":null}\n");
+}

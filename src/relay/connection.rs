@@ -509,8 +509,13 @@ impl<O: Observer> Relay<'_, '_, O> {
         let replay = self.replay.clone().unwrap_or_default();
         self.pipes[0].unsent = replay;
         self.pipes[0].unsent_from = 0;
-        self.first_eof = None;
-        self.half_closed_at = None;
+        // A miner that already closed its side gets that passed on to the
+        // new pool too, after the replay.
+        self.pipes[0].shut = false;
+        if !self.pipes[0].eof {
+            self.first_eof = None;
+            self.half_closed_at = None;
+        }
     }
 
     /// Moves bytes one way until neither side can make progress now.
