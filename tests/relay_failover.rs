@@ -718,3 +718,50 @@ fn a_miner_that_sent_its_line_and_closed_is_replayed_to_the_next_pool_with_its_f
     miner.read_to_end(&mut answer).unwrap();
     assert_eq!(answer, b"{\"id\":1,\"result\":true,\"error\":null}\n");
 }
+
+#[test]
+fn a_pool_that_sends_jobs_but_answers_nothing_is_taken_down_and_its_miners_move() {
+    const MINERS: usize = 8;
+    let Rig {
+        rt,
+        primary,
+        backup,
+        pools,
+        observer,
+        relay,
+    } = rig(Duration::from_millis(100), fast_policy());
+    let mut config = MinerConfig::new(relay.addr, MINERS);
+    config.rate_per_second = 20.0;
+    config.reconnect = true;
+    let fleet = MinerSim::start(&rt.executor, config);
+    let stop = fleet.stop_handle();
+    rt.block_on(async {
+        eventually("miners on the primary, its notify interval learnt", || {
+            let status = pools.status();
+            status[0].sessions == MINERS && status[0].notify_interval.is_some()
+        })
+        .await;
+        // Jobs keep coming; shares are never answered.
+        primary.set_mute(true);
+        eventually("the primary taken down for unanswered requests", || {
+            pools.status()[0].health == PoolHealth::Down(DownReason::Unanswered)
+        })
+        .await;
+        eventually("every miner on the backup", || {
+            let status = pools.status();
+            status[0].sessions == 0 && status[1].sessions == MINERS
+        })
+        .await;
+        let on_backup = backup.stats().submits;
+        eventually("every miner submitting on the backup", || {
+            backup.stats().submits >= on_backup + 2 * MINERS as u64
+        })
+        .await;
+    });
+    assert!(observer.counts().pool_down_closes >= 1);
+    stop.stop();
+    let report = rt.block_on(within("the fleet", fleet.finish()));
+    for m in &report.miners {
+        assert_eq!(m.error, None, "{}", m.user);
+    }
+}

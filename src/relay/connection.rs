@@ -675,7 +675,13 @@ impl<O: Observer> Relay<'_, '_, O> {
             flow.lines = true;
             report(conn, direction, frame, &mut flow);
         });
+        let was_waiting = self.in_flight > 0;
         self.in_flight = (self.in_flight + flow.requests).saturating_sub(flow.responses);
+        // Waiting since the last answer (a pipelining miner always has
+        // something in flight, but answers keep coming).
+        if flow.responses > 0 || was_waiting != (self.in_flight > 0) {
+            self.session.waiting(self.in_flight > 0, now);
+        }
         if let Some(difficulty) = flow.difficulty {
             self.difficulty = difficulty;
         }

@@ -15,7 +15,9 @@
 //!   first byte) and failed probes; or at once when the pool is **stalled**:
 //!   it has sessions but sent nothing on any of them, no job and no answer,
 //!   for [`HealthPolicy::stall_factor`] times its own observed notify
-//!   interval (at least [`HealthPolicy::stall_min`]). A pool's interval is learnt
+//!   interval (at least [`HealthPolicy::stall_min`]); or when most of its
+//!   sessions have had a request unanswered for as long, though it may still
+//!   send jobs (a frozen share backend). A pool's interval is learnt
 //!   from its traffic: each session's gap between two notifies (gaps under
 //!   [`NOTIFY_ROUND_GAP`] are one job round sent twice), smoothed over all
 //!   of the pool's sessions.
@@ -202,8 +204,10 @@ impl Default for HealthPolicy {
 pub enum DownReason {
     /// Dials or probes failed [`HealthPolicy::fall`] times in a row.
     Unreachable,
-    /// It had sessions and sent no `mining.notify` for too long.
+    /// It had sessions and sent nothing at all for too long.
     Stalled,
+    /// It keeps sending jobs but leaves most miners' requests unanswered.
+    Unanswered,
 }
 
 impl DownReason {
@@ -212,6 +216,7 @@ impl DownReason {
         match self {
             DownReason::Unreachable => "unreachable",
             DownReason::Stalled => "stalled",
+            DownReason::Unanswered => "unanswered",
         }
     }
 }
@@ -319,6 +324,9 @@ struct Health {
 struct SessionShared {
     /// Share difficulty submitted, in thousandths.
     work_milli: AtomicU64,
+    /// Since when (ms since [`Pools`] started) the miner has had a request
+    /// unanswered, 0 = none unanswered.
+    waiting_since_ms: AtomicU64,
     /// Asked to leave: 0 no, else a [`Leave`] as `1 + index`.
     leave: AtomicU8,
 }
@@ -750,13 +758,13 @@ impl Pools {
     fn check_stalls(&self) {
         let now = self.now_ms();
         for p in self.all() {
-            let interval = p.notify_interval_ms.load(Ordering::Relaxed);
             let last = p.last_heard_ms.load(Ordering::Relaxed);
-            if interval == 0 || last == 0 || p.session_count.load(Ordering::Relaxed) == 0 {
+            let Some(limit) = self.stall_limit_ms(&p) else {
+                continue;
+            };
+            if last == 0 || p.session_count.load(Ordering::Relaxed) == 0 {
                 continue;
             }
-            let limit = (interval as f64 * self.policy.stall_factor)
-                .max(self.policy.stall_min.as_millis() as f64) as u64;
             if now.saturating_sub(last) > limit {
                 let mut health = lock(&p.health);
                 if health.state == PoolHealth::Up {
@@ -769,12 +777,21 @@ impl Pools {
     /// Measures every pool's hashrate from its sessions' submitted work.
     fn measure_rates(&self) {
         let now = Instant::now();
+        let now_ms = self.now_ms();
         for p in self.all() {
+            let limit = self.stall_limit_ms(&p);
             let sessions = lock(&p.sessions);
             let mut measured = 0.0;
             let mut judged = 0usize;
             let mut young = 0usize;
+            let mut unanswered = 0usize;
+            let mut count = 0usize;
             for slot in sessions.slots.iter().flatten() {
+                count += 1;
+                let since = slot.shared.waiting_since_ms.load(Ordering::Relaxed);
+                if limit.is_some_and(|limit| since != 0 && now_ms.saturating_sub(since) > limit) {
+                    unanswered += 1;
+                }
                 if now.duration_since(slot.started) >= self.policy.rate_min_age {
                     measured += session_rate(slot, now);
                     judged += 1;
@@ -791,7 +808,25 @@ impl Pools {
             };
             p.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
             p.newcomers.store(0, Ordering::Relaxed);
+            // Most of its miners wait for answers that do not come, though
+            // it may still send jobs: as good as stalled.
+            if count > 0 && unanswered * 2 > count {
+                let mut health = lock(&p.health);
+                if health.state == PoolHealth::Up {
+                    self.go_down(&p, &mut health, DownReason::Unanswered);
+                }
+            }
         }
+    }
+
+    /// How long `p` may stay silent (or leave a request unanswered) before
+    /// it counts as stalled, once its notify interval is known.
+    fn stall_limit_ms(&self, p: &Pool) -> Option<u64> {
+        let interval = p.notify_interval_ms.load(Ordering::Relaxed);
+        (interval > 0).then(|| {
+            (interval as f64 * self.policy.stall_factor)
+                .max(self.policy.stall_min.as_millis() as f64) as u64
+        })
     }
 
     /// The pools miners should move off, with the rate to shed (for
@@ -1185,6 +1220,19 @@ impl Session {
     /// The pool answered this session first: it works.
     pub fn spoke(&self) {
         self.pools.dial_succeeded(self.pool.id);
+    }
+
+    /// Whether the miner has requests unanswered now (`now` when it
+    /// changes): a pool that leaves most miners waiting is taken down.
+    pub fn waiting(&self, waiting: bool, now: Instant) {
+        let since = if waiting {
+            now.saturating_duration_since(self.pools.started)
+                .as_millis() as u64
+                + 1
+        } else {
+            0
+        };
+        self.shared.waiting_since_ms.store(since, Ordering::Relaxed);
     }
 
     /// The miner submitted shares of this much difficulty in total.

@@ -199,6 +199,13 @@ enum Sent {
     Close,
 }
 
+impl Sent {
+    /// An answer to a miner's request (not a job or a difficulty).
+    fn is_answer(&self) -> bool {
+        matches!(self, Sent::Response | Sent::Accepted | Sent::Rejected(_))
+    }
+}
+
 /// One queued write.
 struct Outgoing {
     send_at: Instant,
@@ -221,6 +228,8 @@ struct Shared {
     records: Sender<ConnectionRecord>,
     /// A hung pool: accepts and reads, answers and notifies nothing.
     silent: AtomicBool,
+    /// A half-broken pool: keeps sending jobs, answers no request.
+    mute: AtomicBool,
 }
 
 /// A running simulated pool. Dropping it stops accepting and the job timer;
@@ -255,6 +264,7 @@ impl PoolSim {
             reject_seq: AtomicU64::new(0),
             records: records_tx,
             silent: AtomicBool::new(false),
+            mute: AtomicBool::new(false),
         });
         let accept = executor.spawn(accept_loop(listener, shared.clone(), executor.clone()));
         let jobs = notify_interval.filter(|d| !d.is_zero()).map(|interval| {
@@ -313,6 +323,12 @@ impl PoolSim {
     /// recovers (`false`).
     pub fn set_silent(&self, silent: bool) {
         self.shared.silent.store(silent, Ordering::Relaxed);
+    }
+
+    /// Stops answering requests (`true`) while it keeps sending jobs, as a
+    /// pool whose share backend froze; or answers again (`false`).
+    pub fn set_mute(&self, mute: bool) {
+        self.shared.mute.store(mute, Ordering::Relaxed);
     }
 
     /// Dies: closes every connection and stops accepting (new connections
@@ -616,6 +632,9 @@ impl PoolConnection<'_> {
         if self.shared.silent.load(Ordering::Relaxed) {
             return;
         }
+        if self.shared.mute.load(Ordering::Relaxed) && sent.is_answer() {
+            return;
+        }
         let _ = self.tx.try_send(Outgoing {
             send_at,
             bytes: bytes.into(),
@@ -714,6 +733,7 @@ mod tests {
             reject_seq: AtomicU64::new(0),
             records: tx,
             silent: AtomicBool::new(false),
+            mute: AtomicBool::new(false),
         };
         let verdicts: Vec<_> = (0..8).map(|_| shared.judge_submit()).collect();
         assert_eq!(verdicts.iter().filter(|v| v.is_some()).count(), 2);
