@@ -39,11 +39,13 @@ pub const DEFAULT_MINERS_PER_PAGE: usize = 50;
 /// A miner with no accepted share for this long is flagged `stale` (the
 /// `stale_after` parameter overrides it).
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(600);
-/// Most bytes one miner takes in a `/api/v1/miners` answer (a worker name
-/// of [`crate::metrics::miners::MAX_WORKER_BYTES`] made of characters JSON
-/// escapes, and the largest numbers): pages are bounded by this times
-/// their length.
-pub const MAX_MINER_JSON_BYTES: usize = 1400;
+/// Most bytes one miner takes in a `/api/v1/miners` answer: a worker name
+/// of [`crate::metrics::miners::MAX_WORKER_BYTES`] and a `client_id` of 64
+/// bytes, each made of characters JSON escapes as `\u00XX` (6 bytes each:
+/// 1152), a pool name of a 253-byte host and its port, an IPv6 address,
+/// every reject reason and the largest numbers (about 700 more). A page
+/// is bounded by this times [`MAX_MINERS_PER_PAGE`].
+pub const MAX_MINER_JSON_BYTES: usize = 2300;
 
 /// An admin action: the `action` label of `stratum_admin_actions_total`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,6 +118,13 @@ impl Proxy {
         Metrics::parse(&body)
     }
 
+    /// Scrapes and parses `/metrics` with `headers` (a bearer token).
+    pub fn scrape_with(&self, headers: &[(&str, &str)]) -> Metrics {
+        let (status, body) = http(self.metrics, "GET", "/metrics", headers);
+        assert_eq!(status, 200, "{body}");
+        Metrics::parse(&body)
+    }
+
     /// Re-scrapes until `done` holds (bounded by [`WAIT`]); returns the last scrape.
     pub fn scrape_until(&self, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
         let deadline = Instant::now() + WAIT;
@@ -194,13 +201,39 @@ pub fn try_http(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Option<(u16, String)> {
+    try_http_with_body(addr, method, path, headers, "")
+}
+
+/// Like [`http`], with a request body (sent with its `Content-Length`).
+pub fn http_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    try_http_with_body(addr, method, path, headers, body)
+        .unwrap_or_else(|| panic!("no HTTP answer from {addr}"))
+}
+
+fn try_http_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
