@@ -290,9 +290,14 @@ impl App {
                 let weights: u64 = peers().map(|(o, _)| u64::from(o.spec.weight)).sum();
                 let rates: f64 = peers().map(|(_, r)| *r).sum();
                 let share = shares.pools.get(p.id).cloned().unwrap_or_default();
+                // The samples, then the live rate since the newest one.
+                let current = totals.pools.get(p.id).copied().unwrap_or(0.0);
                 let points: Vec<u64> = history
                     .pool(p.id)
-                    .map(|s| s.points().into_iter().map(rounded).collect())
+                    .map(|s| {
+                        let live = s.live(now, current);
+                        s.points().into_iter().chain(live).map(rounded).collect()
+                    })
                     .unwrap_or_default();
                 json!({
                     "name": p.spec.name,

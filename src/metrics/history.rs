@@ -88,6 +88,16 @@ impl Series {
         ((current - from.value) / seconds).max(0.0) * HASHES_PER_DIFFICULTY
     }
 
+    /// Hashes per second since the newest sample, given the cumulative
+    /// value `current` at `now` (the chart's live end); `None` within a
+    /// second of it.
+    pub fn live(&self, now: Instant, current: f64) -> Option<f64> {
+        let last = self.samples.back()?;
+        let seconds = now.saturating_duration_since(last.at).as_secs_f64();
+        (seconds >= 1.0)
+            .then(|| ((current - last.value) / seconds).max(0.0) * HASHES_PER_DIFFICULTY)
+    }
+
     /// Hashes per second between consecutive samples, oldest first (at
     /// most `points` values).
     pub fn points(&self) -> Vec<f64> {
@@ -273,6 +283,12 @@ mod tests {
         assert_eq!(points.len(), 120);
         assert_eq!(points[0], HASHES_PER_DIFFICULTY);
         assert_eq!(points[119], 3.0 * HASHES_PER_DIFFICULTY);
+        let later = now + Duration::from_secs(5);
+        assert_eq!(
+            farm.live(later, value + 10.0),
+            Some(2.0 * HASHES_PER_DIFFICULTY)
+        );
+        assert_eq!(farm.live(now + Duration::from_millis(500), value), None);
     }
 
     #[test]
