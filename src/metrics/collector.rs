@@ -1350,6 +1350,75 @@ mod tests {
     }
 
     #[test]
+    fn the_registry_names_a_worker_once_the_pool_accepts_it_and_forgets_closed_miners() {
+        let collector = collector(10);
+        let refused = r#"{"id":2,"result":false,"error":null}"#;
+        let accepted = r#"{"id":2,"result":true,"error":null}"#;
+        let mut conns = [
+            authorize(&collector, 1, "mallory.x", refused),
+            authorize(&collector, 2, "alice.rig1", accepted),
+            authorize(&collector, 3, "bob.rig2", ""),
+        ];
+        feed(
+            &collector,
+            &mut conns[1],
+            Direction::PoolToMiner,
+            r#"{"id":null,"method":"mining.set_difficulty","params":[512]}"#,
+        );
+        for (id, answer) in [
+            (3, r#"{"id":3,"result":true,"error":null}"#),
+            (
+                4,
+                r#"{"id":4,"result":null,"error":[21,"Job not found",null]}"#,
+            ),
+        ] {
+            feed(
+                &collector,
+                &mut conns[1],
+                Direction::MinerToPool,
+                &format!(
+                    r#"{{"id":{id},"method":"mining.submit","params":["alice.rig1","j","0","1","2"]}}"#
+                ),
+            );
+            feed(&collector, &mut conns[1], Direction::PoolToMiner, answer);
+        }
+        let miners = collector.miners().snapshot(Instant::now());
+        let miner = |id: u64| miners.iter().find(|m| m.id == id).expect("registered");
+        assert_eq!(miners.len(), 3);
+        assert_eq!(miner(1).identity.worker, None);
+        assert_eq!(miner(3).identity.worker, None, "not answered yet");
+        let alice = miner(2);
+        assert_eq!(alice.identity.worker.as_deref(), Some("alice.rig1"));
+        assert_eq!(alice.identity.client.as_deref(), Some("alice"));
+        assert_eq!(alice.identity.pool, Some(0));
+        assert_eq!(alice.difficulty, 512.0);
+        assert_eq!((alice.accepted, alice.accepted_difficulty), (1, 512.0));
+        assert_eq!(alice.rejected[RejectReason::Stale as usize], 1);
+        assert!(alice.last_share.is_some());
+        let totals = collector.share_totals();
+        let alice_totals = &totals
+            .clients
+            .iter()
+            .find(|(id, _)| &**id == "alice")
+            .unwrap()
+            .1;
+        assert_eq!(alice_totals.rejected[RejectReason::Stale as usize], 1);
+        assert_eq!(collector.accepted_difficulty().pools, vec![512.0]);
+        for conn in &mut conns {
+            collector.event(
+                conn,
+                Event::Closed {
+                    duration: Duration::from_secs(1),
+                    miner_to_pool_bytes: 0,
+                    pool_to_miner_bytes: 0,
+                    reason: CloseReason::MinerClosed,
+                },
+            );
+        }
+        assert!(collector.miners().is_empty());
+    }
+
+    #[test]
     fn refused_and_unanswered_names_never_take_a_client_id_slot() {
         let collector = collector(10);
         for n in 0..1000 {
