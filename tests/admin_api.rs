@@ -296,6 +296,11 @@ fn admin_actions_are_refused_outright_when_no_token_is_configured() {
     assert_eq!(http(proxy.metrics, "GET", "/api/v1/reload", &[]).0, 404);
     let big = "x".repeat(stratum_proxy::http::MAX_BODY_BYTES + 1);
     assert_eq!(post(&proxy, "/api/v1/pools/b", &[AUTH], &big).0, 413);
+    let chunked = [("Transfer-Encoding", "chunked")];
+    assert_eq!(
+        http(proxy.metrics, "POST", "/api/v1/reload", &chunked).0,
+        411
+    );
 }
 
 #[test]

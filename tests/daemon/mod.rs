@@ -61,12 +61,15 @@ impl Proxy {
         let deadline = Instant::now() + WAIT;
         while listen.is_none() || metrics.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(left).unwrap_or_else(|_| {
+            let Ok(line) = lines.recv_timeout(left) else {
+                // Not left running after the test (no Proxy to drop yet).
+                let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "proxy did not report its addresses; log:\n{}",
                     log.lock().unwrap()
                 )
-            });
+            };
             if let Some(rest) = line.split("listening for miners on ").nth(1) {
                 listen = rest.split([',', ' ']).next().and_then(|a| a.parse().ok());
             }
