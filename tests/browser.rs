@@ -1,9 +1,10 @@
 //! The status page in a real browser: Debian's Chromium, headless, driven
 //! over the DevTools protocol, loads `/` from the real binary with three
 //! pool simulators (one rejecting a fifth of the shares) and 30 miners
-//! behind it. The rendered DOM must show the pools, their states and miner
-//! counts as the API reports them, the admin buttons once the token is in
-//! the session, and no console error or exception; a pool killed during
+//! behind it. The page first asks for the token (no figures, no buttons);
+//! once it is typed in, the rendered DOM must show the pools, their states
+//! and miner counts as the API reports them, the admin buttons, and no
+//! console error or exception; a pool killed during
 //! the test shows as down on a later refresh, and a stopped gateway shows
 //! the "not answering" banner. Screenshots go to the test's output folder
 //! (`target/tmp/browser/`).
@@ -375,13 +376,41 @@ fn the_status_page_shows_pools_states_and_miners_in_chromium() {
     let profile = temp_path("chromium-profile");
     let mut browser = Browser::start(&profile);
     browser.viewport(1280, 900, false);
-    // The operator entered the token earlier in this browser session.
-    browser.page(
-        "Page.addScriptToEvaluateOnNewDocument",
-        json!({ "source": format!("sessionStorage.setItem('stratum-proxy-token', '{TOKEN}')") }),
-    );
     let url = format!("http://{}/", proxy.metrics);
+    // Without the token the API answers 401 (which the browser logs as an
+    // error): the page asks for it and shows no figures and no buttons.
+    browser.watching = false;
     browser.page("Page.navigate", json!({ "url": url }));
+    let locked = browser.eval_until("the token prompt", PAGE_STATE, |v| {
+        let page: Value = serde_json::from_str(v.as_str().unwrap_or("{}")).unwrap_or_default();
+        page["banner"]
+            .as_str()
+            .is_some_and(|b| b.contains("needs its token"))
+    });
+    let locked: Value = serde_json::from_str(locked.as_str().unwrap()).unwrap();
+    assert_eq!(locked["pools"], json!([]), "{locked}");
+    assert_eq!(locked["admin_buttons"], 0, "{locked}");
+    // The operator types the token into the form.
+    browser.eval(&format!(
+        "document.getElementById('token').value = '{TOKEN}'; \
+         document.getElementById('tokenform').requestSubmit(); true"
+    ));
+    browser.eval_until("figures after the token", PAGE_STATE, |v| {
+        let page: Value = serde_json::from_str(v.as_str().unwrap_or("{}")).unwrap_or_default();
+        page["pools"].as_array().is_some_and(|p| p.len() == 3)
+    });
+    // Kept in the session only: not in the URL, not in the input.
+    let kept = browser.eval(
+        "JSON.stringify([location.href, sessionStorage.getItem('stratum-proxy-token'), \
+         document.getElementById('token').value, document.cookie])",
+    );
+    assert_eq!(
+        kept.as_str().unwrap(),
+        json!([url, TOKEN, "", ""]).to_string()
+    );
+    // From here on, any console error fails the test.
+    browser.errors.clear();
+    browser.watching = true;
 
     // The page shows what the API says: every pool up with its miners.
     let page = browser.eval_until("three pools, 30 miners, some rejects", PAGE_STATE, |v| {
