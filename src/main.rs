@@ -168,6 +168,14 @@ async fn serve(
         if names.len() == 1 { "" } else { "s" },
         names.join(", ")
     );
+    // One reloader for SIGHUP and the admin API's reload action.
+    let reloader = Reloader::new(
+        flags,
+        config::process_env,
+        config.clone(),
+        pools.clone(),
+        relay.clone(),
+    );
     let app = Arc::new(App {
         collector: collector.clone(),
         prometheus: prometheus.clone(),
@@ -179,6 +187,7 @@ async fn serve(
             move || relay.active_connections()
         }),
         pools: pools.clone(),
+        reloader: Some(reloader.clone()),
     });
     let http = HttpServer::start(config.metrics_listen, config.http_threads, app)
         .map_err(|e| format!("cannot serve metrics on {}: {e}", config.metrics_listen))?;
@@ -215,16 +224,7 @@ async fn serve(
             }
         })
         .detach();
-    spawn_reload_on_sighup(
-        &executor,
-        Reloader::new(
-            flags,
-            config::process_env,
-            config.clone(),
-            pools.clone(),
-            relay.clone(),
-        ),
-    )?;
+    spawn_reload_on_sighup(&executor, reloader)?;
     if let Err(e) = sdnotify::ready() {
         warn!("cannot notify systemd: {e}");
     }
@@ -311,7 +311,7 @@ fn signal_name(signal: async_signal::Signal) -> &'static str {
     }
 }
 
-/// Exporter upkeep on a timer, and WATCHDOG=1 while the relay executor runs:
+/// Exporter upkeep and the hashrate history's samples on a timer, and WATCHDOG=1 while the relay executor runs:
 /// each tick schedules a tiny task on it, and systemd is fed only if the
 /// previous one ran. (A periodic timer on the executor instead would make
 /// the reactor arm a timerfd before every epoll_wait.)
@@ -358,6 +358,8 @@ fn spawn_housekeeping(
                     prometheus.run_upkeep();
                     last_upkeep = Instant::now();
                 }
+                // The status page's hashrate history (sampled when due).
+                collector.sample_history();
                 if let Some(interval) = watchdog {
                     let now_ms = started.elapsed().as_millis() as u64;
                     let beat_ms = heartbeat.load(Ordering::Relaxed);

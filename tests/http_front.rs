@@ -209,6 +209,7 @@ fn app() -> Arc<App> {
         started: Instant::now(),
         active_connections: Box::new(|| 0),
         pools: stratum_proxy::relay::Pools::single("pool:3333".parse().unwrap()),
+        reloader: None,
     })
 }
 

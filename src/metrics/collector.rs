@@ -27,6 +27,8 @@ fn log_peer(level: log::Level, kind: PeerLine) -> bool {
 use metrics_exporter_prometheus::PrometheusRecorder;
 use serde_json::{Value, json};
 
+use super::history::{History, Totals as HistoryTotals};
+use super::miners::{MinerRecord, MinerRegistry};
 use super::schema::*;
 use crate::config::ClientIdMode;
 use crate::relay::{
@@ -215,7 +217,7 @@ struct PoolMetrics {
 
 /// Per-client handles and the totals `/status` shows.
 pub struct ClientMetrics {
-    id: String,
+    id: Arc<str>,
     pool: String,
     submits: Counter,
     accepted: Counter,
@@ -231,6 +233,8 @@ struct ClientTotals {
     submits: AtomicU64,
     accepted: AtomicU64,
     rejected: AtomicU64,
+    /// Indexed like [`RejectReason::ALL`].
+    rejected_by_reason: [AtomicU64; 6],
     /// f64 bits: the exact (fractional) sum; the counter shows its floor.
     accepted_difficulty: AtomicU64,
 }
@@ -255,6 +259,64 @@ impl ClientMetrics {
             }
         }
     }
+}
+
+/// Share counts of a client or a pool.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shares {
+    /// Submits.
+    pub submits: u64,
+    /// Accepted shares.
+    pub accepted: u64,
+    /// Rejected shares, indexed like [`RejectReason::ALL`].
+    pub rejected: [u64; 6],
+    /// Sum of accepted share difficulty.
+    pub accepted_difficulty: f64,
+}
+
+impl Shares {
+    fn of(totals: &ClientTotals) -> Shares {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Shares {
+            submits: load(&totals.submits),
+            accepted: load(&totals.accepted),
+            rejected: totals.rejected_by_reason.each_ref().map(load),
+            accepted_difficulty: f64::from_bits(load(&totals.accepted_difficulty)),
+        }
+    }
+
+    fn add(&mut self, other: &Shares) {
+        self.submits += other.submits;
+        self.accepted += other.accepted;
+        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
+            *a += b;
+        }
+        self.accepted_difficulty += other.accepted_difficulty;
+    }
+
+    /// Rejected shares, all reasons.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    /// Rejected / (accepted + rejected); 0 before any answer.
+    pub fn reject_rate(&self) -> f64 {
+        let answered = self.accepted + self.rejected_total();
+        if answered == 0 {
+            0.0
+        } else {
+            self.rejected_total() as f64 / answered as f64
+        }
+    }
+}
+
+/// [`Shares`] per pool (by pool id) and per client id.
+#[derive(Debug, Clone, Default)]
+pub struct ShareTotals {
+    /// By pool id.
+    pub pools: Vec<Shares>,
+    /// By client id, sorted.
+    pub clients: Vec<(Arc<str>, Shares)>,
 }
 
 /// Process-wide totals for `/status`.
@@ -311,6 +373,10 @@ pub struct Collector {
     /// The thread that runs upkeep, woken when samples pile up.
     upkeep_thread: OnceLock<Thread>,
     upkeep_requested: AtomicBool,
+    /// Every open miner connection, for the status page.
+    miners: MinerRegistry,
+    /// Accepted difficulty over the last hour, for the status page.
+    history: Mutex<History>,
 }
 
 /// What the collector keeps per connection.
@@ -324,11 +390,24 @@ pub struct ConnectionMeter {
     client: Arc<ClientMetrics>,
     difficulty: f64,
     pending: VecDeque<Pending>,
-    /// The latest login in flight: its id hash and the `client_id` it
-    /// becomes if the pool accepts it (kept apart from `pending`, which it
-    /// would double in size). The label is registered only then: a refused
-    /// or unanswered name never takes one of the capped slots.
-    login: Option<(u64, Box<str>)>,
+    /// The latest login in flight (kept apart from `pending`, which it
+    /// would double in size). The label is registered only when the pool
+    /// accepts it: a refused or unanswered name never takes one of the
+    /// capped slots.
+    login: Option<Login>,
+    /// Its entry in the live miner registry.
+    record: Arc<MinerRecord>,
+}
+
+/// An authorize waiting for its answer.
+struct Login {
+    /// Hash of its request id.
+    id_hash: u64,
+    /// The user name (never the password), cut to
+    /// [`super::miners::MAX_WORKER_BYTES`].
+    user: Box<str>,
+    /// The `client_id` it becomes, if names decide it.
+    client_id: Option<Box<str>>,
 }
 
 /// A request waiting for its response (32 bytes: one per submit in flight).
@@ -358,6 +437,7 @@ impl Collector {
             .map(|label| Arc::new(register_pool(&r, label, unknown_id)))
             .collect();
         let none = Arc::new(register_pool(&r, POOL_HOST_NONE, unknown_id));
+        let pools_len = pools.len();
         let refused = [
             RefuseReason::MaxConnections,
             RefuseReason::RateLimit,
@@ -396,6 +476,8 @@ impl Collector {
             samples: AtomicU64::new(0),
             upkeep_thread: OnceLock::new(),
             upkeep_requested: AtomicBool::new(false),
+            miners: MinerRegistry::default(),
+            history: Mutex::new(History::new(Instant::now(), pools_len)),
         }
     }
 
@@ -528,7 +610,7 @@ impl Collector {
             .iter()
             .map(|c| {
                 json!({
-                    "client_id": c.id,
+                    "client_id": c.id.as_ref(),
                     "pool_host": c.pool,
                     "submits": load(&c.totals.submits),
                     "accepted": load(&c.totals.accepted),
@@ -561,6 +643,101 @@ impl Collector {
             },
             "clients": per_client,
         })
+    }
+
+    /// The live miner registry.
+    pub fn miners(&self) -> &MinerRegistry {
+        &self.miners
+    }
+
+    /// Cumulative accepted share difficulty now: the farm's, each pool's
+    /// (by pool id) and each client id's (over every pool).
+    pub fn accepted_difficulty(&self) -> HistoryTotals {
+        let pools = self.pools.read().unwrap_or_else(|e| e.into_inner()).len();
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut totals = HistoryTotals {
+            farm: 0.0,
+            pools: vec![0.0; pools],
+            clients: Vec::with_capacity(clients.len()),
+        };
+        for per_pool in clients.values() {
+            let mut client_total = 0.0;
+            let mut name = None;
+            for (pool, client) in per_pool.iter().enumerate() {
+                let Some(client) = client else { continue };
+                let value =
+                    f64::from_bits(client.totals.accepted_difficulty.load(Ordering::Relaxed));
+                if let Some(slot) = totals.pools.get_mut(pool) {
+                    *slot += value;
+                }
+                client_total += value;
+                name.get_or_insert_with(|| client.id.clone());
+            }
+            totals.farm += client_total;
+            if let Some(name) = name {
+                totals.clients.push((name, client_total));
+            }
+        }
+        totals
+    }
+
+    /// Takes a history sample if one is due (called by the housekeeping
+    /// thread on each tick; see [`super::history`] for the policy).
+    pub fn sample_history(&self) {
+        let now = Instant::now();
+        if !self.history().due(now) {
+            return;
+        }
+        let totals = self.accepted_difficulty();
+        self.history().record(now, &totals);
+    }
+
+    /// The hashrate history (a copy is cheap enough for a page refresh;
+    /// callers hold the lock only while reading).
+    pub fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Share totals per client id over every pool, and per pool over every
+    /// client, for the status page.
+    pub fn share_totals(&self) -> ShareTotals {
+        let pools = self.pools.read().unwrap_or_else(|e| e.into_inner()).len();
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = ShareTotals {
+            pools: vec![Shares::default(); pools],
+            clients: Vec::with_capacity(clients.len()),
+        };
+        for per_pool in clients.values() {
+            let mut client_shares = Shares::default();
+            let mut name = None;
+            for (pool, client) in per_pool.iter().enumerate() {
+                let Some(client) = client else { continue };
+                let shares = Shares::of(&client.totals);
+                if let Some(slot) = out.pools.get_mut(pool) {
+                    slot.add(&shares);
+                }
+                client_shares.add(&shares);
+                name.get_or_insert_with(|| client.id.clone());
+            }
+            if let Some(name) = name {
+                out.clients.push((name, client_shares));
+            }
+        }
+        out.clients.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Counts one admin action (`stratum_admin_actions_total`): both labels
+    /// come from fixed sets.
+    pub fn count_admin_action(&self, action: &'static str, result: &'static str) {
+        Registrar {
+            recorder: &self.recorder,
+        }
+        .counter(
+            ADMIN_ACTIONS_TOTAL,
+            &[("action", action), ("result", result)],
+        )
+        .increment(1);
     }
 
     /// Expires pending requests older than the request timeout.
@@ -597,7 +774,7 @@ impl Collector {
         }
         let id_hash = hash_id(id.raw_bytes());
         if method.is_login() {
-            conn.login = message.user().and_then(|user| {
+            conn.login = message.user().map(|user| {
                 if log_peer(log::Level::Info, PeerLine::Authorizing) {
                     info!(
                         "conn={} peer={} authorizing user={}",
@@ -606,8 +783,11 @@ impl Collector {
                         truncate(&user, 128)
                     );
                 }
-                self.client_id_for_user(&user)
-                    .map(|id| (id_hash, Box::from(id)))
+                Login {
+                    id_hash,
+                    user: Box::from(truncate(&user, super::miners::MAX_WORKER_BYTES)),
+                    client_id: self.client_id_for_user(&user).map(Box::from),
+                }
             });
         }
         if conn.pending.capacity() == 0 {
@@ -635,8 +815,10 @@ impl Collector {
             return;
         };
         conn.metrics.pending.decrement(1.0);
+        let now = Instant::now();
         // `Method::ALL` lists the variants in declaration order.
-        let waited_us = self.now_us().saturating_sub(pending.sent_us);
+        let now_us = now.saturating_duration_since(self.start).as_micros() as u64;
+        let waited_us = now_us.saturating_sub(pending.sent_us);
         conn.metrics.request_response[pending.method as usize].record(waited_us as f64 / 1e6);
         self.sampled();
         let outcome = message.outcome();
@@ -649,38 +831,44 @@ impl Collector {
                     if pending.difficulty > 0.0 {
                         client.add_accepted_difficulty(pending.difficulty);
                     }
+                    conn.record.accepted(pending.difficulty, now);
                 }
                 Outcome::Rejected(ref error) => {
-                    self.reject(client, RejectReason::classify(error));
+                    self.reject(conn, RejectReason::classify(error));
                 }
-                Outcome::Value => self.reject(client, RejectReason::Other),
+                Outcome::Value => self.reject(conn, RejectReason::Other),
             }
         } else if pending.method.is_login()
-            && let Some((login_hash, _)) = conn.login
-            && login_hash == id_hash
-            && let Some((_, client_id)) = conn.login.take()
+            && let Some(login) = conn.login.take_if(|login| login.id_hash == id_hash)
             && outcome == Outcome::Accepted
             && let Some(pool) = conn.pool
-            && let client = self.client(&client_id, pool)
-            && !Arc::ptr_eq(&client, &conn.client)
         {
-            if log_peer(log::Level::Info, PeerLine::Authorized) {
-                info!(
-                    "conn={} peer={} authorized client_id={}",
-                    conn.id, conn.peer, client.id
-                );
+            if let Some(client_id) = &login.client_id
+                && let client = self.client(client_id, pool)
+                && !Arc::ptr_eq(&client, &conn.client)
+            {
+                if log_peer(log::Level::Info, PeerLine::Authorized) {
+                    info!(
+                        "conn={} peer={} authorized client_id={}",
+                        conn.id, conn.peer, client.id
+                    );
+                }
+                if conn.difficulty > 0.0 {
+                    client.difficulty.set(conn.difficulty);
+                }
+                conn.client = client;
             }
-            if conn.difficulty > 0.0 {
-                client.difficulty.set(conn.difficulty);
-            }
-            conn.client = client;
+            conn.record.set_worker(&login.user, conn.client.id.clone());
         }
     }
 
-    fn reject(&self, client: &ClientMetrics, reason: RejectReason) {
+    fn reject(&self, conn: &ConnectionMeter, reason: RejectReason) {
+        let client = &conn.client;
         // `RejectReason::ALL` lists the variants in declaration order.
         client.rejected[reason as usize].increment(1);
         client.totals.rejected.fetch_add(1, Ordering::Relaxed);
+        client.totals.rejected_by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
+        conn.record.rejected(reason);
     }
 
     fn closed(
@@ -695,6 +883,7 @@ impl Collector {
             conn.metrics.active.decrement(1.0);
         }
         self.totals.active.fetch_sub(1, Ordering::Relaxed);
+        self.miners.close(conn.id);
         conn.metrics.duration.record(duration.as_secs_f64());
         self.sampled();
         match reason {
@@ -775,7 +964,7 @@ fn register_pool(r: &Registrar<'_>, pool: &str, unknown_id: &str) -> PoolMetrics
 fn register_client(r: &Registrar<'_>, pool: &str, id: &str) -> ClientMetrics {
     let labels = [("client_id", id), ("pool_host", pool)];
     ClientMetrics {
-        id: id.to_owned(),
+        id: Arc::from(id),
         pool: pool.to_owned(),
         submits: r.counter(SUBMITS_TOTAL, &labels),
         accepted: r.counter(ACCEPTED_SHARES_TOTAL, &labels),
@@ -796,7 +985,7 @@ fn register_client(r: &Registrar<'_>, pool: &str, id: &str) -> ClientMetrics {
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -888,6 +1077,7 @@ impl Observer for Collector {
             difficulty: 0.0,
             pending: VecDeque::new(),
             login: None,
+            record: self.miners.open(info.id, info.peer, info.accepted_at),
         }
     }
 
@@ -930,6 +1120,7 @@ impl Observer for Collector {
                 if let Some(difficulty) = message.difficulty() {
                     conn.difficulty = difficulty;
                     conn.client.difficulty.set(difficulty);
+                    conn.record.set_difficulty(difficulty);
                 }
             }
             Event::Request { .. } | Event::Response { .. } | Event::Notification { .. } => {}
@@ -950,6 +1141,7 @@ impl Observer for Collector {
                     ClientIdMode::PeerIp => self.client(&conn.peer.ip().to_string(), pool),
                     _ => metrics.unknown_client.clone(),
                 };
+                conn.record.set_pool(pool, Some(conn.client.id.clone()));
                 metrics.connect_latency.record(latency.as_secs_f64());
                 self.sampled();
                 self.health
@@ -1158,6 +1350,75 @@ mod tests {
     }
 
     #[test]
+    fn the_registry_names_a_worker_once_the_pool_accepts_it_and_forgets_closed_miners() {
+        let collector = collector(10);
+        let refused = r#"{"id":2,"result":false,"error":null}"#;
+        let accepted = r#"{"id":2,"result":true,"error":null}"#;
+        let mut conns = [
+            authorize(&collector, 1, "mallory.x", refused),
+            authorize(&collector, 2, "alice.rig1", accepted),
+            authorize(&collector, 3, "bob.rig2", ""),
+        ];
+        feed(
+            &collector,
+            &mut conns[1],
+            Direction::PoolToMiner,
+            r#"{"id":null,"method":"mining.set_difficulty","params":[512]}"#,
+        );
+        for (id, answer) in [
+            (3, r#"{"id":3,"result":true,"error":null}"#),
+            (
+                4,
+                r#"{"id":4,"result":null,"error":[21,"Job not found",null]}"#,
+            ),
+        ] {
+            feed(
+                &collector,
+                &mut conns[1],
+                Direction::MinerToPool,
+                &format!(
+                    r#"{{"id":{id},"method":"mining.submit","params":["alice.rig1","j","0","1","2"]}}"#
+                ),
+            );
+            feed(&collector, &mut conns[1], Direction::PoolToMiner, answer);
+        }
+        let miners = collector.miners().snapshot(Instant::now());
+        let miner = |id: u64| miners.iter().find(|m| m.id == id).expect("registered");
+        assert_eq!(miners.len(), 3);
+        assert_eq!(miner(1).identity.worker, None);
+        assert_eq!(miner(3).identity.worker, None, "not answered yet");
+        let alice = miner(2);
+        assert_eq!(alice.identity.worker.as_deref(), Some("alice.rig1"));
+        assert_eq!(alice.identity.client.as_deref(), Some("alice"));
+        assert_eq!(alice.identity.pool, Some(0));
+        assert_eq!(alice.difficulty, 512.0);
+        assert_eq!((alice.accepted, alice.accepted_difficulty), (1, 512.0));
+        assert_eq!(alice.rejected[RejectReason::Stale as usize], 1);
+        assert!(alice.last_share.is_some());
+        let totals = collector.share_totals();
+        let alice_totals = &totals
+            .clients
+            .iter()
+            .find(|(id, _)| &**id == "alice")
+            .unwrap()
+            .1;
+        assert_eq!(alice_totals.rejected[RejectReason::Stale as usize], 1);
+        assert_eq!(collector.accepted_difficulty().pools, vec![512.0]);
+        for conn in &mut conns {
+            collector.event(
+                conn,
+                Event::Closed {
+                    duration: Duration::from_secs(1),
+                    miner_to_pool_bytes: 0,
+                    pool_to_miner_bytes: 0,
+                    reason: CloseReason::MinerClosed,
+                },
+            );
+        }
+        assert!(collector.miners().is_empty());
+    }
+
+    #[test]
     fn refused_and_unanswered_names_never_take_a_client_id_slot() {
         let collector = collector(10);
         for n in 0..1000 {
@@ -1183,7 +1444,7 @@ mod tests {
             "alice.rig1",
             r#"{"id":2,"result":true,"error":null}"#,
         );
-        assert_eq!(real.client.id, "alice");
+        assert_eq!(&*real.client.id, "alice");
         feed(
             &collector,
             &mut real,
@@ -1214,7 +1475,7 @@ mod tests {
                 authorize(&collector, n as u16, user, accepted)
                     .client
                     .id
-                    .clone()
+                    .to_string()
             })
             .collect();
         assert_eq!(ids, ["a", "b", "_other", "_other"]);

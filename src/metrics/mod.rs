@@ -4,7 +4,11 @@
 //! through its observer API and never sees a metric.
 
 pub mod collector;
+pub mod history;
+pub mod miners;
 pub mod process;
 pub mod schema;
 
-pub use collector::{Collector, CollectorOptions, ConnectionMeter, RejectReason};
+pub use collector::{
+    Collector, CollectorOptions, ConnectionMeter, RejectReason, ShareTotals, Shares,
+};

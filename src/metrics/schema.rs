@@ -66,6 +66,9 @@ pub const MOVES_TOTAL: &str = "stratum_moves_total";
 /// Counter `{pool_host}`: `client.reconnect` lines the proxy wrote itself
 /// (the `reconnect_message` option): the only bytes it ever adds.
 pub const RECONNECTS_SENT_TOTAL: &str = "stratum_reconnects_sent_total";
+/// Counter `{action, result}`: admin API actions (drain, undrain,
+/// pool_update, disconnect, reload) and how each ended.
+pub const ADMIN_ACTIONS_TOTAL: &str = "stratum_admin_actions_total";
 
 /// Buckets for the upstream connect latency: LAN pools answer in well under
 /// a millisecond, remote ones in tens of ms; the top is the connect timeout.
@@ -220,6 +223,11 @@ pub const METRICS: &[MetricDef] = &[
         RECONNECTS_SENT_TOTAL,
         MetricKind::Counter,
         "client.reconnect lines the proxy wrote itself to move a miner (reconnect_message option): the only bytes it adds.",
+    ),
+    def(
+        ADMIN_ACTIONS_TOTAL,
+        MetricKind::Counter,
+        "Admin API actions (drain, undrain, pool_update, disconnect, reload) by result (ok, unauthorized, forbidden, not_found, invalid, failed).",
     ),
     def(
         BUILD_INFO,

@@ -61,12 +61,15 @@ impl Proxy {
         let deadline = Instant::now() + WAIT;
         while listen.is_none() || metrics.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(left).unwrap_or_else(|_| {
+            let Ok(line) = lines.recv_timeout(left) else {
+                // Not left running after the test (no Proxy to drop yet).
+                let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "proxy did not report its addresses; log:\n{}",
                     log.lock().unwrap()
                 )
-            });
+            };
             if let Some(rest) = line.split("listening for miners on ").nth(1) {
                 listen = rest.split([',', ' ']).next().and_then(|a| a.parse().ok());
             }
@@ -114,6 +117,13 @@ impl Proxy {
     /// Scrapes and parses `/metrics`.
     pub fn scrape(&self) -> Metrics {
         let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        Metrics::parse(&body)
+    }
+
+    /// Scrapes and parses `/metrics` with `headers` (a bearer token).
+    pub fn scrape_with(&self, headers: &[(&str, &str)]) -> Metrics {
+        let (status, body) = http(self.metrics, "GET", "/metrics", headers);
         assert_eq!(status, 200, "{body}");
         Metrics::parse(&body)
     }
@@ -194,13 +204,39 @@ pub fn try_http(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Option<(u16, String)> {
+    try_http_with_body(addr, method, path, headers, "")
+}
+
+/// Like [`http`], with a request body (sent with its `Content-Length`).
+pub fn http_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    try_http_with_body(addr, method, path, headers, body)
+        .unwrap_or_else(|| panic!("no HTTP answer from {addr}"))
+}
+
+fn try_http_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;

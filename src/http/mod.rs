@@ -1,4 +1,5 @@
-//! The HTTP side: `/metrics`, `/healthz` and `/status` on tiny_http.
+//! The HTTP side: `/metrics`, `/healthz`, `/status`, the status page `/`
+//! and its JSON API `/api/v1/` (see [`api`]) on tiny_http.
 //!
 //! It runs on its own threads, never on the relay's executor, so a slow or
 //! hostile HTTP client cannot stall relaying. tiny_http reads request heads
@@ -20,6 +21,12 @@
 //!   (from the address holding the most, oldest first), so a new scraper
 //!   always gets in; only when every slot is serving a complete request is
 //!   the newcomer closed.
+//! - reads a request body only when the head announces one with
+//!   `Content-Length` (the admin API's `POST`s), at most [`MAX_BODY_BYTES`]
+//!   (more is a 413, `Transfer-Encoding` a 411), within the same
+//!   [`HEAD_TIMEOUT`]; the head is passed on with one header of the gate's
+//!   own first, [`PEER_HEADER`], the client's address (tiny_http only sees
+//!   the gate's loopback connection).
 //! - cuts any connection after [`HTTP_CONNECTION_LIFETIME`].
 //!
 //! One request per connection (the gate half-closes tiny_http's side after
@@ -48,6 +55,30 @@ use tiny_http::{Header, Method, Request, Response, Server};
 use crate::config::Secret;
 use crate::metrics::{Collector, process};
 use crate::relay::{PoolHealth, PoolStatus, Pools};
+use crate::reload::Reloader;
+
+pub mod api;
+
+use api::{Action, ActionResult, RequestInfo};
+
+/// The status page: HTML, CSS and JavaScript in one file, embedded.
+pub const PAGE_HTML: &str = include_str!("page.html");
+/// Longest request body accepted (an admin action's JSON is tens of bytes).
+pub const MAX_BODY_BYTES: usize = 1024;
+/// The header the gate puts first in every head it passes on: the client's
+/// address. A client sending one too gets it ignored (the first one counts).
+pub const PEER_HEADER: &str = "X-Stratum-Proxy-Peer";
+/// Security headers of the page: no script, style or connection from
+/// anywhere but itself, never framed.
+const PAGE_HEADERS: &[(&str, &str)] = &[
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+];
 
 /// Most HTTP connections held at once (reading a head or being served).
 pub const MAX_HTTP_CONNECTIONS: usize = 32;
@@ -75,14 +106,18 @@ pub struct App {
     pub prometheus: PrometheusHandle,
     /// The effective configuration, secrets already masked.
     pub config: Value,
-    /// If set, `/metrics` and `/status` need `Authorization: Bearer <token>`.
+    /// If set, `/metrics`, `/status` and `/api/v1/` need
+    /// `Authorization: Bearer <token>`, and admin actions are possible.
     pub token: Option<Secret>,
     /// Process start, for uptime.
     pub started: Instant,
     /// The relay's live connection count.
     pub active_connections: Box<dyn Fn() -> usize + Send + Sync>,
-    /// The relay's pools, for their health in `/status`.
+    /// The relay's pools, for their health in `/status` and admin actions.
     pub pools: Arc<Pools>,
+    /// What SIGHUP runs, for the reload action (none in tests that have no
+    /// configuration to reload).
+    pub reloader: Option<Reloader>,
 }
 
 /// A response before it is written: status, content type, body.
@@ -94,6 +129,8 @@ pub struct Reply {
     pub content_type: &'static str,
     /// Body.
     pub body: String,
+    /// Other headers.
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 impl Reply {
@@ -102,32 +139,58 @@ impl Reply {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
+            headers: &[],
         }
     }
 }
 
 impl App {
-    /// Routes one request: method, path (query ignored), Authorization header.
-    pub fn route(&self, method: &Method, url: &str, authorization: Option<&str>) -> Reply {
-        let path = url.split('?').next().unwrap_or(url);
-        let known = matches!(path, "/metrics" | "/healthz" | "/status");
+    /// Routes one request: method, URL, and what the API reads (headers,
+    /// the client's address, the body).
+    pub fn route(&self, method: &Method, url: &str, request: &RequestInfo<'_>) -> Reply {
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let request = RequestInfo { query, ..*request };
+        if *method == Method::Post
+            && let Some(action) = Action::parse(path)
+        {
+            return self.admin_post(&action, &request);
+        }
+        let api = path.starts_with("/api/v1/");
+        let known = api || matches!(path, "/" | "/metrics" | "/healthz" | "/status");
         if !known {
-            return Reply::text(404, "not found: try /metrics, /healthz or /status\n");
+            return Reply::text(
+                404,
+                "not found: try /, /metrics, /healthz, /status or /api/v1/\n",
+            );
         }
         if !matches!(method, Method::Get | Method::Head) {
             return Reply::text(405, "method not allowed: use GET\n");
         }
+        if path == "/" {
+            return Reply {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: PAGE_HTML.to_owned(),
+                headers: PAGE_HEADERS,
+            };
+        }
         if path != "/healthz"
             && let Some(token) = &self.token
-            && !authorization.is_some_and(|a| token.matches_bearer(a))
+            && !request
+                .authorization
+                .is_some_and(|a| token.matches_bearer(a))
         {
             return Reply::text(401, "unauthorized: send Authorization: Bearer <token>\n");
+        }
+        if api {
+            return self.api_get(path, &request);
         }
         match path {
             "/metrics" => Reply {
                 status: 200,
                 content_type: METRICS_CONTENT_TYPE,
                 body: self.render_metrics(),
+                headers: &[],
             },
             "/healthz" => match self.collector.health() {
                 Ok(text) => Reply::text(200, format!("{text}\n")),
@@ -137,8 +200,44 @@ impl App {
                 status: 200,
                 content_type: "application/json",
                 body: self.status().to_string(),
+                headers: &[],
             },
         }
+    }
+
+    /// An admin `POST`: off without a token, same origin only, token checked.
+    fn admin_post(&self, action: &Action, request: &RequestInfo<'_>) -> Reply {
+        let Some(token) = &self.token else {
+            return self.refuse(
+                action,
+                ActionResult::Forbidden,
+                "admin actions are off: no metrics_token is configured",
+                request,
+            );
+        };
+        if let Some(origin) = request.origin {
+            let own = request.host.map(|host| format!("http://{host}"));
+            if own.as_deref() != Some(origin) {
+                return self.refuse(
+                    action,
+                    ActionResult::Forbidden,
+                    "cross-origin request refused: the Origin is not this gateway",
+                    request,
+                );
+            }
+        }
+        if !request
+            .authorization
+            .is_some_and(|a| token.matches_bearer(a))
+        {
+            return self.refuse(
+                action,
+                ActionResult::Unauthorized,
+                "unauthorized: send Authorization: Bearer <token>",
+                request,
+            );
+        }
+        self.admin(action, request)
     }
 
     /// The Prometheus exposition: the registry plus process figures.
@@ -412,13 +511,37 @@ fn supervise(
     backend.stop();
 }
 
-fn answer(app: &App, request: Request) {
-    let authorization = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .map(|h| h.value.as_str().to_owned());
-    let reply = app.route(request.method(), request.url(), authorization.as_deref());
+fn answer(app: &App, mut request: Request) {
+    let header = |name: &str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().to_owned())
+    };
+    let authorization = header("Authorization");
+    let origin = header("Origin");
+    let host = header("Host");
+    let peer = header(PEER_HEADER);
+    // The gate passed on at most MAX_BODY_BYTES, and only what
+    // Content-Length announced.
+    let mut body = Vec::new();
+    if request.body_length().is_some_and(|n| n > 0) {
+        use std::io::Read;
+        let _ = request
+            .as_reader()
+            .take(MAX_BODY_BYTES as u64)
+            .read_to_end(&mut body);
+    }
+    let info = RequestInfo {
+        query: "",
+        authorization: authorization.as_deref(),
+        origin: origin.as_deref(),
+        host: host.as_deref(),
+        peer: peer.as_deref(),
+        body: &body,
+    };
+    let reply = app.route(request.method(), request.url(), &info);
     let header = Header::from_bytes(&b"Content-Type"[..], reply.content_type.as_bytes())
         .expect("static header is valid");
     let head = *request.method() == Method::Head;
@@ -428,6 +551,11 @@ fn answer(app: &App, request: Request) {
         // A Content-Length instead of chunks: the body is in memory anyway
         // and the simplest scrapers (busybox wget, nc) read it as is.
         .with_chunked_threshold(usize::MAX);
+    for (name, value) in reply.headers {
+        if let Ok(header) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response.add_header(header);
+        }
+    }
     if reply.status == 405 {
         response.add_header(Header::from_bytes(&b"Allow"[..], &b"GET, HEAD"[..]).expect("static"));
     }
@@ -449,6 +577,43 @@ enum HeadError {
     Closed,
     /// Its slot was given to a newer connection.
     Evicted,
+    /// A body longer than [`MAX_BODY_BYTES`]: 413.
+    BodyTooLarge,
+    /// A body without `Content-Length` (chunked): 411.
+    LengthRequired,
+    /// A malformed or repeated `Content-Length`: 400.
+    BadLength,
+}
+
+/// The body length a request head announces: `Ok(0)` without one.
+fn body_length(head: &[u8]) -> Result<usize, HeadError> {
+    let mut length = None;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Err(HeadError::LengthRequired);
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let value = std::str::from_utf8(value)
+                .ok()
+                .map(str::trim)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(HeadError::BadLength)?;
+            if length.is_some_and(|l| l != value) {
+                return Err(HeadError::BadLength);
+            }
+            length = Some(value);
+        }
+    }
+    match length {
+        None => Ok(0),
+        Some(n) if n > MAX_BODY_BYTES as u64 => Err(HeadError::BodyTooLarge),
+        Some(n) => Ok(n as usize),
+    }
 }
 
 /// Where a request head ends: the index just past the blank line (`\r\n\r\n`,
@@ -579,10 +744,13 @@ async fn gate(
             let shared = shared.clone();
             executor
                 .spawn(async move {
-                    let _ = smol::future::or(serve(client, id, &table, &shared, evicted), async {
-                        Timer::after(HTTP_CONNECTION_LIFETIME).await;
-                        Ok(())
-                    })
+                    let _ = smol::future::or(
+                        serve(client, peer, id, &table, &shared, evicted),
+                        async {
+                            Timer::after(HTTP_CONNECTION_LIFETIME).await;
+                            Ok(())
+                        },
+                    )
                     .await;
                     table.borrow_mut().remove(id);
                 })
@@ -596,11 +764,38 @@ async fn gate(
         .await;
 }
 
-/// Reads a request head into `buf`; returns its length.
+/// A request as the gate read it: head and announced body, in one buffer.
+struct Head {
+    /// Where the head ends.
+    head: usize,
+    /// The body's announced length.
+    body: usize,
+}
+
+/// Reads a request head into `buf`, then its body (if it announces one)
+/// into `body`; returns their lengths.
+async fn read_request(
+    client: &mut async_net::TcpStream,
+    buf: &mut [u8; MAX_HEAD_BYTES],
+    body: &mut [u8; MAX_BODY_BYTES],
+) -> Result<Head, HeadError> {
+    use smol::io::AsyncReadExt;
+    let (head, filled) = read_head(client, buf).await?;
+    let length = body_length(&buf[..head])?;
+    let early = (filled - head).min(length);
+    body[..early].copy_from_slice(&buf[head..head + early]);
+    client
+        .read_exact(&mut body[early..length])
+        .await
+        .map_err(|_| HeadError::Closed)?;
+    Ok(Head { head, body: length })
+}
+
+/// Reads a request head into `buf`; returns its length and the bytes read.
 async fn read_head(
     client: &mut async_net::TcpStream,
     buf: &mut [u8; MAX_HEAD_BYTES],
-) -> Result<usize, HeadError> {
+) -> Result<(usize, usize), HeadError> {
     use smol::io::AsyncReadExt;
     let mut filled = 0;
     loop {
@@ -618,7 +813,7 @@ async fn read_head(
         let from = filled.saturating_sub(3);
         filled += n;
         if let Some(end) = head_end(&buf[from..filled]) {
-            return Ok(from + end);
+            return Ok((from + end, filled));
         }
     }
 }
@@ -626,6 +821,7 @@ async fn read_head(
 /// Serves one connection: its head through tiny_http, or a 408/431.
 async fn serve(
     mut client: async_net::TcpStream,
+    peer: SocketAddr,
     id: u64,
     table: &RefCell<Table>,
     shared: &Shared,
@@ -633,8 +829,9 @@ async fn serve(
 ) -> io::Result<()> {
     use smol::io::AsyncWriteExt;
     let mut buf = Box::new([0u8; MAX_HEAD_BYTES]);
+    let mut body = Box::new([0u8; MAX_BODY_BYTES]);
     let head = smol::future::or(
-        smol::future::or(read_head(&mut client, &mut buf), async {
+        smol::future::or(read_request(&mut client, &mut buf, &mut body), async {
             let _ = evicted.recv().await;
             Err(HeadError::Evicted)
         }),
@@ -644,8 +841,8 @@ async fn serve(
         },
     )
     .await;
-    let len = match head {
-        Ok(len) => len,
+    let request = match head {
+        Ok(request) => request,
         Err(error) => {
             let answer: &[u8] = match error {
                 HeadError::TooLarge => {
@@ -653,6 +850,15 @@ async fn serve(
                 }
                 HeadError::TooSlow => {
                     b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                }
+                HeadError::BodyTooLarge => {
+                    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                }
+                HeadError::LengthRequired => {
+                    b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                }
+                HeadError::BadLength => {
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 }
                 HeadError::Closed | HeadError::Evicted => return Ok(()),
             };
@@ -666,11 +872,20 @@ async fn serve(
     table.borrow_mut().serving(id);
     let port = shared.port.load(Ordering::SeqCst);
     let mut server = async_net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
-    server.write_all(&buf[..len]).await?;
+    // The request line, the gate's own header first, the other headers and
+    // the body: the bytes read past the body (pipelined) are dropped.
+    let line_end = memchr::memchr(b'\n', &buf[..request.head]).map_or(request.head, |i| i + 1);
+    server.write_all(&buf[..line_end]).await?;
+    server
+        .write_all(format!("{PEER_HEADER}: {peer}\r\n").as_bytes())
+        .await?;
+    server.write_all(&buf[line_end..request.head]).await?;
+    server.write_all(&body[..request.body]).await?;
     // One request per connection: tiny_http answers it, reads end of stream
     // and closes, which ends the copy below.
     server.shutdown(Shutdown::Write)?;
     drop(buf);
+    drop(body);
     smol::io::copy(server, &mut client).await?;
     let _ = client.shutdown(Shutdown::Write);
     Ok(())
