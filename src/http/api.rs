@@ -206,12 +206,13 @@ fn reasons_json(rejected: &[u64; 6]) -> Value {
     Value::Object(map)
 }
 
-/// A pool's state word: `up`, `down` (unreachable) or `stalled`.
+/// A pool's state word: `up`, `down` (unreachable) or `stalled` (silent,
+/// or leaving most requests unanswered).
 pub fn state_of(health: PoolHealth) -> &'static str {
     match health {
         PoolHealth::Up => "up",
         PoolHealth::Down(DownReason::Unreachable) => "down",
-        PoolHealth::Down(DownReason::Stalled) => "stalled",
+        PoolHealth::Down(DownReason::Stalled | DownReason::Unanswered) => "stalled",
     }
 }
 
