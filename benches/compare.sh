@@ -8,6 +8,7 @@
 #
 #   benches/compare.sh            full run (about 12 minutes)
 #   benches/compare.sh --quick    smoke run: short windows, fewer miners (< 2 min)
+#   benches/compare.sh --only=failover,stall   only these scenarios (for reruns)
 #
 # The bench (pool-sim + miner-sims) runs on CPU 0, each target on CPU 1, except
 # stratum-proxy --threads 2 in saturation, which is unpinned (2 cores only).
@@ -16,13 +17,20 @@
 set -euo pipefail
 
 QUICK=""
+ONLY=""
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK="--quick" ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
-        *) echo "compare.sh: unknown argument $arg (use --quick)" >&2; exit 2 ;;
+        --only=*) ONLY=",${arg#--only=}," ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown argument $arg (use --quick, --only=SCENARIO,...)" >&2; exit 2 ;;
     esac
 done
+
+# Whether scenario $1 is to run (all unless --only names some).
+wanted() {
+    [[ -z "$ONLY" || "$ONLY" == *",$1,"* ]]
+}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -259,19 +267,19 @@ run_outage() {
 }
 
 echo "# $(date -u +%FT%TZ) commit $(git -C "$ROOT" rev-parse --short HEAD) load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-for target in direct haproxy nginx stratum-proxy; do run_one steady "$target"; done
-for target in haproxy nginx stratum-proxy; do run_one scale "$target"; done
-for target in direct haproxy nginx stratum-proxy; do run_one burst "$target"; done
-for target in haproxy nginx stratum-proxy stratum-proxy-2t; do run_one saturation "$target"; done
-for target in haproxy nginx stratum-proxy; do run_one idle "$target"; done
-for target in haproxy stratum-proxy; do run_outage failover "$target"; done
-for target in haproxy stratum-proxy; do run_outage stall "$target"; done
+if wanted steady; then for target in direct haproxy nginx stratum-proxy; do run_one steady "$target"; done; fi
+if wanted scale; then for target in haproxy nginx stratum-proxy; do run_one scale "$target"; done; fi
+if wanted burst; then for target in direct haproxy nginx stratum-proxy; do run_one burst "$target"; done; fi
+if wanted saturation; then for target in haproxy nginx stratum-proxy stratum-proxy-2t; do run_one saturation "$target"; done; fi
+if wanted idle; then for target in haproxy nginx stratum-proxy; do run_one idle "$target"; done; fi
+if wanted failover; then for target in haproxy stratum-proxy; do run_outage failover "$target"; done; fi
+if wanted stall; then for target in haproxy stratum-proxy; do run_outage stall "$target"; done; fi
 echo "# finished $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 python3 - "$WORK/results.jsonl" <<'EOF'
-import json, sys
+import json, os, sys
 
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()] if os.path.exists(sys.argv[1]) else []
 by = {(r["scenario"], r["target"]): r for r in rows}
 
 def num(r, k):

@@ -39,6 +39,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const SETTLE: Duration = Duration::from_secs(2);
 /// Extra bound on every wait beyond what the scenario needs.
 const SLACK: Duration = Duration::from_secs(60);
+/// Pause between starting the pools and the miners in the failover scenarios.
+const POOLS_SETTLE: Duration = Duration::from_secs(3);
 /// Time allowed for a clean_jobs burst to reach every miner after the pool wrote it.
 const FAN_OUT_GRACE: Duration = Duration::from_secs(3);
 
@@ -396,6 +398,10 @@ async fn run_outage(
         .map_err(|e| format!("primary cannot listen on {primary_addr}: {e}"))?;
     let backup = PoolSim::start(executor, backup_addr, pool_config)
         .map_err(|e| format!("backup cannot listen on {backup_addr}: {e}"))?;
+    // The target was started before these pools listened: let its health
+    // checks see both up (HAProxy: rise 2 × inter 1 s) before any miner
+    // connects, or it would send them all to the backup from the start.
+    Timer::after(POOLS_SETTLE).await;
     let connect_time = Duration::from_secs_f64(plan.miners as f64 / args.connect_rate.max(1.0));
     let mut config = MinerConfig::new(target, plan.miners);
     config.rate_per_second = plan.rate;

@@ -176,6 +176,9 @@ pub const DEFAULT_MOVE_RATE_PER_SECOND: f64 = 10.0;
 pub const DEFAULT_BALANCE_TOLERANCE: f64 = 0.05;
 /// Default [`HealthPolicy::rate_min_age`].
 pub const DEFAULT_RATE_MIN_AGE: Duration = Duration::from_secs(60);
+/// How often the pools are looked at when no miner is to move (stalls,
+/// failback, balance): an idle gateway wakes once a second for this.
+pub const IDLE_MOVE_TICK: Duration = Duration::from_secs(1);
 /// How often moves are handed out (the rate's tokens are counted between).
 pub const MOVE_TICK: Duration = Duration::from_millis(100);
 
@@ -705,12 +708,7 @@ impl Pools {
     /// more than one pool (one pool has nothing to be chosen against, and
     /// is dialled even when down).
     fn probing(&self) -> bool {
-        let live = self
-            .all()
-            .iter()
-            .filter(|p| !p.removed.load(Ordering::Relaxed))
-            .count();
-        self.policy.probe != ProbeKind::Off && live > 1
+        self.policy.probe != ProbeKind::Off && self.live_pools() > 1
     }
 
     fn failure(&self, p: &Pool) {
@@ -919,8 +917,16 @@ impl Pools {
         let mut tokens = 0.0_f64;
         let mut last = Instant::now();
         let mut last_measure = Instant::now();
+        let mut shedding = false;
         loop {
-            Timer::after(MOVE_TICK).await;
+            // One pool: nothing to move to (its stalls are checked with the
+            // probes). Several: fine-grained only while miners are to move,
+            // so an idle gateway is not woken ten times a second.
+            if self.live_pools() < 2 {
+                Timer::after(self.policy.check_interval).await;
+                continue;
+            }
+            Timer::after(if shedding { MOVE_TICK } else { IDLE_MOVE_TICK }).await;
             let now = Instant::now();
             tokens = (tokens + rate * now.duration_since(last).as_secs_f64()).min(cap);
             last = now;
@@ -933,7 +939,16 @@ impl Pools {
             if budget > 0 {
                 tokens -= self.hand_out_moves(budget) as f64;
             }
+            shedding = !self.to_shed().is_empty();
         }
+    }
+
+    /// Pools not removed by a reload.
+    fn live_pools(&self) -> usize {
+        self.all()
+            .iter()
+            .filter(|p| !p.removed.load(Ordering::Relaxed))
+            .count()
     }
 
     /// Drains `name` (its miners are moved off at the bounded rate and it

@@ -130,7 +130,7 @@ impl<O: Observer> Server<O> {
         let mut listeners = Vec::with_capacity(listens.len());
         let mut local_addrs = Vec::with_capacity(listens.len());
         for listen in listens {
-            let listener = TcpListener::bind(*listen).await?;
+            let listener = bind_listener(*listen)?;
             local_addrs.push(listener.local_addr()?);
             listeners.push(listener);
         }
@@ -191,6 +191,33 @@ impl<O: Observer> Server<O> {
         let _ = checks.cancel().await;
         let _ = moves.cancel().await;
     }
+}
+
+/// Connections the kernel queues for `accept` per listener. std's 128 is
+/// too few for a farm: when a pool dies, every miner reconnects at once,
+/// and a SYN the full queue drops is retried only after a second (the
+/// failover benchmark's slowest 1% was exactly that). Linux caps it at
+/// `net.core.somaxconn` (4096 by default).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] (address reuse as std does).
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto, sockopt};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let socket = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        Some(ipproto::TCP),
+    )?;
+    sockopt::set_socket_reuseaddr(&socket, true)?;
+    rustix::net::bind(&socket, &addr)?;
+    rustix::net::listen(&socket, LISTEN_BACKLOG)?;
+    TcpListener::try_from(std::net::TcpListener::from(socket))
 }
 
 /// Accepts miners forever, applying `max_connections` and the rate limit.
