@@ -176,6 +176,10 @@ pub const DEFAULT_MOVE_RATE_PER_SECOND: f64 = 10.0;
 pub const DEFAULT_BALANCE_TOLERANCE: f64 = 0.05;
 /// Default [`HealthPolicy::rate_min_age`].
 pub const DEFAULT_RATE_MIN_AGE: Duration = Duration::from_secs(60);
+/// How often a single pool's stalls are checked, and whether a reload added
+/// pools to probe and move miners to: an idle gateway with one pool wakes a
+/// few times a minute for this.
+pub const SINGLE_POOL_TICK: Duration = Duration::from_secs(10);
 /// How often the pools are looked at when no miner is to move (stalls,
 /// failback, balance): an idle gateway wakes once a second for this.
 pub const IDLE_MOVE_TICK: Duration = Duration::from_secs(1);
@@ -923,7 +927,11 @@ impl Pools {
             // probes). Several: fine-grained only while miners are to move,
             // so an idle gateway is not woken ten times a second.
             if self.live_pools() < 2 {
-                Timer::after(self.policy.check_interval).await;
+                // Nothing to move to, and only a reload can add a pool: look
+                // now and then, and at the pool's stalls (it is dialled
+                // whatever its health, so they matter less).
+                Timer::after(SINGLE_POOL_TICK).await;
+                self.check_stalls();
                 continue;
             }
             Timer::after(if shedding { MOVE_TICK } else { IDLE_MOVE_TICK }).await;
@@ -1114,7 +1122,6 @@ impl Pools {
     pub async fn run_checks(self: Arc<Self>) {
         let mut first = true;
         loop {
-            self.check_stalls();
             if !self.probing() {
                 // One pool: a TCP probe at start, then its miners' dials judge
                 // it. (A reload that adds pools starts the probes.)
@@ -1130,7 +1137,9 @@ impl Pools {
                     }
                 }
                 first = false;
-                Timer::after(self.policy.check_interval).await;
+                // Probes start if a reload adds pools; its stalls are looked
+                // at by the mover.
+                Timer::after(SINGLE_POOL_TICK).await;
                 continue;
             }
             first = false;

@@ -202,6 +202,12 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// Binds a listener with [`LISTEN_BACKLOG`] (address reuse as std does).
 fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::try_from(bind_std_listener(addr)?)
+}
+
+/// A blocking std listener with [`LISTEN_BACKLOG`] (the pool simulator
+/// uses it too).
+pub fn bind_std_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto, sockopt};
     let family = if addr.is_ipv4() {
         AddressFamily::INET
@@ -217,7 +223,7 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     sockopt::set_socket_reuseaddr(&socket, true)?;
     rustix::net::bind(&socket, &addr)?;
     rustix::net::listen(&socket, LISTEN_BACKLOG)?;
-    TcpListener::try_from(std::net::TcpListener::from(socket))
+    Ok(std::net::TcpListener::from(socket))
 }
 
 /// Accepts miners forever, applying `max_connections` and the rate limit.

@@ -249,7 +249,9 @@ impl PoolSim {
         listen: SocketAddr,
         config: PoolConfig,
     ) -> io::Result<PoolSim> {
-        let listener = Async::<TcpListener>::bind(listen)?;
+        // A real pool takes a whole farm reconnecting at once; std's backlog
+        // of 128 would make the simulator, not the relay, drop SYNs.
+        let listener = Async::new(crate::relay::server::bind_std_listener(listen)?)?;
         let local_addr = listener.get_ref().local_addr()?;
         let (records_tx, records) = smol::channel::unbounded();
         let notify_interval = config.notify_interval;
