@@ -182,29 +182,37 @@ impl Browser {
         }
     }
 
-    /// Evaluates `expression` in the page; its value.
-    fn eval(&mut self, expression: &str) -> Value {
+    /// Evaluates `expression` in the page; its value, or the exception.
+    fn try_eval(&mut self, expression: &str) -> Result<Value, String> {
         let result = self.page(
             "Runtime.evaluate",
             json!({ "expression": expression, "returnByValue": true }),
         );
-        if let Some(details) = result.get("exceptionDetails") {
-            panic!("evaluating {expression}: {details}");
+        match result.get("exceptionDetails") {
+            Some(details) => Err(format!("evaluating {expression}: {details}")),
+            None => Ok(result["result"]["value"].clone()),
         }
-        result["result"]["value"].clone()
     }
 
-    /// Evaluates `expression` until `done` holds of its value (bounded).
+    /// Evaluates `expression` in the page; its value.
+    fn eval(&mut self, expression: &str) -> Value {
+        self.try_eval(expression).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Evaluates `expression` until `done` holds of its value (bounded). An
+    /// exception counts as "not yet": right after a navigation the document
+    /// may still be the previous one, without the elements it reads.
     fn eval_until(&mut self, what: &str, expression: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + BROWSER_WAIT;
         loop {
-            let value = self.eval(expression);
-            if done(&value) {
-                return value;
-            }
+            let last = match self.try_eval(expression) {
+                Ok(value) if done(&value) => return value,
+                Ok(value) => value.to_string(),
+                Err(e) => e,
+            };
             assert!(
                 Instant::now() < deadline,
-                "the page never showed {what}; last: {value}"
+                "the page never showed {what}; last: {last}"
             );
             std::thread::sleep(Duration::from_millis(250));
         }

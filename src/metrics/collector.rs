@@ -240,6 +240,21 @@ struct ClientTotals {
 }
 
 impl ClientMetrics {
+    /// A client whose handles export nothing (the placeholder of miners not
+    /// yet relayed: nothing is metered before their pool is connected).
+    fn noop(id: &str, pool: &str) -> ClientMetrics {
+        ClientMetrics {
+            id: Arc::from(id),
+            pool: pool.to_owned(),
+            submits: Counter::noop(),
+            accepted: Counter::noop(),
+            rejected: RejectReason::ALL.map(|_| Counter::noop()),
+            difficulty: Gauge::noop(),
+            accepted_difficulty: Counter::noop(),
+            totals: ClientTotals::default(),
+        }
+    }
+
     fn add_accepted_difficulty(&self, difficulty: f64) {
         let mut current = self.totals.accepted_difficulty.load(Ordering::Relaxed);
         loop {
@@ -436,7 +451,7 @@ impl Collector {
             .iter()
             .map(|label| Arc::new(register_pool(&r, label, unknown_id)))
             .collect();
-        let none = Arc::new(register_pool(&r, POOL_HOST_NONE, unknown_id));
+        let none = Arc::new(register_pool_scoped(&r, POOL_HOST_NONE, unknown_id, false));
         let pools_len = pools.len();
         let refused = [
             RefuseReason::MaxConnections,
@@ -928,36 +943,74 @@ impl Collector {
 
 /// Registers the handles of one pool.
 fn register_pool(r: &Registrar<'_>, pool: &str, unknown_id: &str) -> PoolMetrics {
+    register_pool_scoped(r, pool, unknown_id, true)
+}
+
+/// Registers the handles of one pool. For [`POOL_HOST_NONE`] (`relayed`
+/// false) only what can happen before a miner is relayed is exported, its
+/// handshake timeouts and lifetimes: no client, byte, share or reachability
+/// series for a pool that is not one.
+fn register_pool_scoped(
+    r: &Registrar<'_>,
+    pool: &str,
+    unknown_id: &str,
+    relayed: bool,
+) -> PoolMetrics {
     let p = [("pool_host", pool)];
     let with = |k: &'static str, v: &'static str| [("pool_host", pool), (k, v)];
+    let counter = |name, labels: &[(&'static str, &str)]| {
+        if relayed {
+            r.counter(name, labels)
+        } else {
+            Counter::noop()
+        }
+    };
+    let gauge = |name, labels: &[(&'static str, &str)]| {
+        if relayed {
+            r.gauge(name, labels)
+        } else {
+            Gauge::noop()
+        }
+    };
+    let histogram = |name, labels: &[(&'static str, &str)]| {
+        if relayed {
+            r.histogram(name, labels)
+        } else {
+            Histogram::noop()
+        }
+    };
     PoolMetrics {
         label: pool.to_owned(),
-        unknown_client: Arc::new(register_client(r, pool, unknown_id)),
-        connections: r.counter(CONNECTIONS_TOTAL, &p),
-        active: r.gauge(ACTIVE_CONNECTIONS, &p),
-        bytes_sent: r.counter(BYTES_SENT_TOTAL, &p),
-        bytes_received: r.counter(BYTES_RECEIVED_TOTAL, &p),
+        unknown_client: Arc::new(if relayed {
+            register_client(r, pool, unknown_id)
+        } else {
+            ClientMetrics::noop(unknown_id, pool)
+        }),
+        connections: counter(CONNECTIONS_TOTAL, &p),
+        active: gauge(ACTIVE_CONNECTIONS, &p),
+        bytes_sent: counter(BYTES_SENT_TOTAL, &p),
+        bytes_received: counter(BYTES_RECEIVED_TOTAL, &p),
         duration: r.histogram(CONNECTION_DURATION_SECONDS, &p),
-        connect_latency: r.histogram(CONNECT_LATENCY_SECONDS, &p),
+        connect_latency: histogram(CONNECT_LATENCY_SECONDS, &p),
         request_response: Method::ALL
             .iter()
-            .map(|m| r.histogram(REQUEST_RESPONSE_SECONDS, &with("method", m.as_str())))
+            .map(|m| histogram(REQUEST_RESPONSE_SECONDS, &with("method", m.as_str())))
             .collect(),
         parse_failures: [Direction::MinerToPool, Direction::PoolToMiner]
-            .map(|d| r.counter(PARSE_FAILURES_TOTAL, &with("direction", d.as_str()))),
+            .map(|d| counter(PARSE_FAILURES_TOTAL, &with("direction", d.as_str()))),
         upstream_failures: UpstreamFailure::ALL
-            .map(|f| r.counter(UPSTREAM_CONNECT_FAILURES_TOTAL, &with("reason", f.as_str()))),
+            .map(|f| counter(UPSTREAM_CONNECT_FAILURES_TOTAL, &with("reason", f.as_str()))),
         timeouts: ["handshake", "idle"]
             .map(|k| r.counter(CONNECTION_TIMEOUTS_TOTAL, &with("kind", k))),
-        pending: r.gauge(PENDING_REQUESTS, &p),
-        expired: r.counter(EXPIRED_REQUESTS_TOTAL, &p),
-        reachable: r.gauge(POOL_REACHABLE, &p),
+        pending: gauge(PENDING_REQUESTS, &p),
+        expired: counter(EXPIRED_REQUESTS_TOTAL, &p),
+        reachable: gauge(POOL_REACHABLE, &p),
         up: AtomicBool::new(true),
         probed: AtomicBool::new(false),
-        failovers: r.counter(FAILOVERS_TOTAL, &p),
-        failover_lost: r.counter(FAILOVER_LOST_REQUESTS_TOTAL, &p),
-        moves: r.counter(MOVES_TOTAL, &p),
-        reconnects_sent: r.counter(RECONNECTS_SENT_TOTAL, &p),
+        failovers: counter(FAILOVERS_TOTAL, &p),
+        failover_lost: counter(FAILOVER_LOST_REQUESTS_TOTAL, &p),
+        moves: counter(MOVES_TOTAL, &p),
+        reconnects_sent: counter(RECONNECTS_SENT_TOTAL, &p),
     }
 }
 
@@ -1137,6 +1190,10 @@ impl Observer for Collector {
                 let metrics = &conn.metrics;
                 metrics.connections.increment(1);
                 metrics.active.increment(1.0);
+                // A connect is a verdict too (one pool is not probed again).
+                if metrics.up.load(Ordering::Relaxed) {
+                    metrics.reachable.set(1.0);
+                }
                 conn.client = match self.options.client_id {
                     ClientIdMode::PeerIp => self.client(&conn.peer.ip().to_string(), pool),
                     _ => metrics.unknown_client.clone(),
