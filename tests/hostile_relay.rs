@@ -10,17 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 
 use common::connect_from;
-use daemon::{Proxy, SimRuntime, WAIT};
-use stratum_proxy::sim::pool::{PoolConfig, PoolSim};
-
-fn pool(rt: &SimRuntime) -> PoolSim {
-    PoolSim::start(
-        &rt.executor,
-        "127.0.0.1:0".parse().unwrap(),
-        PoolConfig::default(),
-    )
-    .expect("pool-sim")
-}
+use daemon::{Proxy, SimRuntime, WAIT, default_pool as pool};
 
 /// A TCP connection to `to` from the loopback address `from`.
 fn loopback(last: u8) -> IpAddr {

@@ -8,18 +8,8 @@ mod runner;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 
-use daemon::{Proxy, SimRuntime, WAIT};
+use daemon::{Proxy, SimRuntime, WAIT, default_pool as pool};
 use stratum_proxy::logging::PEER_LINE_BURST;
-use stratum_proxy::sim::pool::{PoolConfig, PoolSim};
-
-fn pool(rt: &SimRuntime) -> PoolSim {
-    PoolSim::start(
-        &rt.executor,
-        "127.0.0.1:0".parse().unwrap(),
-        PoolConfig::default(),
-    )
-    .expect("pool-sim")
-}
 
 /// Subscribes and authorizes as `user` (JSON-escaped already); waits for
 /// the authorize answer.

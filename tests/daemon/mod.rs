@@ -345,3 +345,13 @@ pub fn temp_path(name: &str) -> std::path::PathBuf {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ))
 }
+
+/// A pool-sim with default settings on a free loopback port.
+pub fn default_pool(rt: &SimRuntime) -> stratum_proxy::sim::pool::PoolSim {
+    stratum_proxy::sim::pool::PoolSim::start(
+        &rt.executor,
+        "127.0.0.1:0".parse().unwrap(),
+        stratum_proxy::sim::pool::PoolConfig::default(),
+    )
+    .expect("pool-sim")
+}
