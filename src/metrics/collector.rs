@@ -412,6 +412,25 @@ pub struct ConnectionMeter {
     login: Option<Login>,
     /// Its entry in the live miner registry.
     record: Arc<MinerRecord>,
+    /// What this read's lines add to shared counters so far.
+    batch: Batch,
+}
+
+/// What the lines of one read add to the shared counters, applied once per
+/// read ([`Observer::lines_done`]) instead of once per line: each shared
+/// update is an atomic instruction (a compare-and-swap loop for the float
+/// ones), and at saturation one read holds dozens of lines.
+#[derive(Default, PartialEq)]
+struct Batch {
+    submits: u32,
+    accepted: u32,
+    /// Requests added minus requests answered or expired (the pending gauge).
+    pending: i32,
+    expired: u32,
+    /// Histogram samples recorded (the upkeep count).
+    samples: u32,
+    /// Sum of the difficulty of the accepted shares.
+    accepted_difficulty: f64,
 }
 
 /// An authorize waiting for its answer.
@@ -509,12 +528,12 @@ impl Collector {
         self.upkeep_requested.swap(false, Ordering::Relaxed)
     }
 
-    /// Counts one histogram sample; wakes the upkeep thread every
+    /// Counts `count` histogram samples; wakes the upkeep thread every
     /// [`UPKEEP_EVERY_SAMPLES`].
     #[inline]
-    fn sampled(&self) {
-        let n = self.samples.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_multiple_of(UPKEEP_EVERY_SAMPLES)
+    fn sampled(&self, count: u64) {
+        let before = self.samples.fetch_add(count, Ordering::Relaxed);
+        if before / UPKEEP_EVERY_SAMPLES != (before + count) / UPKEEP_EVERY_SAMPLES
             && let Some(thread) = self.upkeep_thread.get()
         {
             self.upkeep_requested.store(true, Ordering::Relaxed);
@@ -566,8 +585,43 @@ impl Collector {
         Some(truncate(id, MAX_CLIENT_ID_BYTES))
     }
 
-    fn now_us(&self) -> u64 {
-        self.start.elapsed().as_micros() as u64
+    /// Microseconds from the collector's start to `at`.
+    fn us_since_start(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_micros() as u64
+    }
+
+    /// Applies what the lines of one read counted (see [`Batch`]).
+    fn apply_batch(&self, conn: &mut ConnectionMeter, at: Instant) {
+        let batch = std::mem::take(&mut conn.batch);
+        let client = &conn.client;
+        if batch.submits > 0 {
+            client.submits.increment(u64::from(batch.submits));
+            client
+                .totals
+                .submits
+                .fetch_add(u64::from(batch.submits), Ordering::Relaxed);
+        }
+        if batch.accepted > 0 {
+            client.accepted.increment(u64::from(batch.accepted));
+            client
+                .totals
+                .accepted
+                .fetch_add(u64::from(batch.accepted), Ordering::Relaxed);
+            if batch.accepted_difficulty > 0.0 {
+                client.add_accepted_difficulty(batch.accepted_difficulty);
+            }
+            conn.record
+                .accepted(batch.accepted, batch.accepted_difficulty, at);
+        }
+        if batch.pending != 0 {
+            conn.metrics.pending.increment(f64::from(batch.pending));
+        }
+        if batch.expired > 0 {
+            conn.metrics.expired.increment(u64::from(batch.expired));
+        }
+        if batch.samples > 0 {
+            self.sampled(u64::from(batch.samples));
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -764,28 +818,27 @@ impl Collector {
                 break;
             }
             conn.pending.pop_front();
-            conn.metrics.pending.decrement(1.0);
-            conn.metrics.expired.increment(1);
+            conn.batch.pending -= 1;
+            conn.batch.expired += 1;
         }
     }
 
-    fn request(&self, conn: &mut ConnectionMeter, message: &Message<'_>) {
+    fn request(&self, conn: &mut ConnectionMeter, message: &Message<'_>, at: Instant) {
         let method = message.method().unwrap_or(Method::Other);
         // Counted as the pool counts it, whatever its id: a submit with a
         // null or missing id is still a share to the pool.
         if method.is_share_submit() {
-            conn.client.submits.increment(1);
-            conn.client.totals.submits.fetch_add(1, Ordering::Relaxed);
+            conn.batch.submits += 1;
         }
         // No id: no answer can be matched to it. A null id is tracked like
         // any other (a pool that answers with id null is matched oldest first).
         let Some(id) = message.id() else { return };
-        let now_us = self.now_us();
+        let now_us = self.us_since_start(at);
         self.expire(conn, now_us);
         if conn.pending.len() >= MAX_PENDING_REQUESTS {
             conn.pending.pop_front();
-            conn.metrics.pending.decrement(1.0);
-            conn.metrics.expired.increment(1);
+            conn.batch.pending -= 1;
+            conn.batch.expired += 1;
         }
         let id_hash = hash_id(id.raw_bytes());
         if method.is_login() {
@@ -816,10 +869,10 @@ impl Collector {
             difficulty: conn.difficulty,
             method,
         });
-        conn.metrics.pending.increment(1.0);
+        conn.batch.pending += 1;
     }
 
-    fn response(&self, conn: &mut ConnectionMeter, message: &Message<'_>) {
+    fn response(&self, conn: &mut ConnectionMeter, message: &Message<'_>, at: Instant) {
         let Some(id) = message.id() else { return };
         let id_hash = hash_id(id.raw_bytes());
         // Same ids may be in flight at once: answer the oldest first.
@@ -829,24 +882,19 @@ impl Collector {
         let Some(pending) = conn.pending.remove(index) else {
             return;
         };
-        conn.metrics.pending.decrement(1.0);
-        let now = Instant::now();
+        conn.batch.pending -= 1;
+        let waited_us = self.us_since_start(at).saturating_sub(pending.sent_us);
         // `Method::ALL` lists the variants in declaration order.
-        let now_us = now.saturating_duration_since(self.start).as_micros() as u64;
-        let waited_us = now_us.saturating_sub(pending.sent_us);
         conn.metrics.request_response[pending.method as usize].record(waited_us as f64 / 1e6);
-        self.sampled();
+        conn.batch.samples += 1;
         let outcome = message.outcome();
         if pending.method.is_share_submit() {
-            let client = &conn.client;
             match outcome {
                 Outcome::Accepted => {
-                    client.accepted.increment(1);
-                    client.totals.accepted.fetch_add(1, Ordering::Relaxed);
+                    conn.batch.accepted += 1;
                     if pending.difficulty > 0.0 {
-                        client.add_accepted_difficulty(pending.difficulty);
+                        conn.batch.accepted_difficulty += pending.difficulty;
                     }
-                    conn.record.accepted(pending.difficulty, now);
                 }
                 Outcome::Rejected(ref error) => {
                     self.reject(conn, RejectReason::classify(error));
@@ -871,6 +919,8 @@ impl Collector {
                 if conn.difficulty > 0.0 {
                     client.difficulty.set(conn.difficulty);
                 }
+                // What this read counted so far was the previous client's.
+                self.apply_batch(conn, at);
                 conn.client = client;
             }
             conn.record.set_worker(&login.user, conn.client.id.clone());
@@ -894,13 +944,17 @@ impl Collector {
         down: u64,
         reason: CloseReason,
     ) {
+        if conn.batch != Batch::default() {
+            // Only if a relay closed between a read's lines and their end.
+            self.apply_batch(conn, Instant::now());
+        }
         if conn.pool.is_some() {
             conn.metrics.active.decrement(1.0);
         }
         self.totals.active.fetch_sub(1, Ordering::Relaxed);
         self.miners.close(conn.id);
         conn.metrics.duration.record(duration.as_secs_f64());
-        self.sampled();
+        self.sampled(1);
         match reason {
             CloseReason::HandshakeTimeout => conn.metrics.timeouts[0].increment(1),
             CloseReason::IdleTimeout => conn.metrics.timeouts[1].increment(1),
@@ -1131,7 +1185,12 @@ impl Observer for Collector {
             pending: VecDeque::new(),
             login: None,
             record: self.miners.open(info.id, info.peer, info.accepted_at),
+            batch: Batch::default(),
         }
+    }
+
+    fn lines_done(&self, conn: &mut ConnectionMeter, at: Instant) {
+        self.apply_batch(conn, at);
     }
 
     fn event(&self, conn: &mut ConnectionMeter, event: Event<'_>) {
@@ -1154,21 +1213,25 @@ impl Observer for Collector {
             Event::Request {
                 direction: Direction::MinerToPool,
                 message,
-            } => self.request(conn, message),
+                at,
+            } => self.request(conn, message, at),
             Event::Response {
                 direction: Direction::PoolToMiner,
                 message,
-            } => self.response(conn, message),
+                at,
+            } => self.response(conn, message, at),
             // A submit with a null or missing id reads as a notification.
             Event::Notification {
                 direction: Direction::MinerToPool,
                 message,
+                at,
             } if message.method().is_some_and(Method::is_share_submit) => {
-                self.request(conn, message)
+                self.request(conn, message, at)
             }
             Event::Notification {
                 direction: Direction::PoolToMiner,
                 message,
+                ..
             } => {
                 if let Some(difficulty) = message.difficulty() {
                     conn.difficulty = difficulty;
@@ -1200,7 +1263,7 @@ impl Observer for Collector {
                 };
                 conn.record.set_pool(pool, Some(conn.client.id.clone()));
                 metrics.connect_latency.record(latency.as_secs_f64());
-                self.sampled();
+                self.sampled(1);
                 self.health
                     .last_success_ms
                     .store(self.now_ms(), Ordering::Relaxed);
@@ -1356,21 +1419,26 @@ mod tests {
 
     fn feed(collector: &Collector, conn: &mut ConnectionMeter, direction: Direction, line: &str) {
         let message = Message::parse(line.as_bytes()).expect("valid line");
+        let at = Instant::now();
         let event = match (direction, message.kind()) {
             (d, crate::stratum::Kind::Request) => Event::Request {
                 direction: d,
                 message: &message,
+                at,
             },
             (d, crate::stratum::Kind::Response) => Event::Response {
                 direction: d,
                 message: &message,
+                at,
             },
             (d, crate::stratum::Kind::Notification) => Event::Notification {
                 direction: d,
                 message: &message,
+                at,
             },
         };
         collector.event(conn, event);
+        collector.lines_done(conn, at);
     }
 
     fn authorize(

@@ -140,10 +140,11 @@ impl MinerRecord {
             .store(difficulty.to_bits(), Ordering::Relaxed);
     }
 
-    /// A share of `difficulty` was accepted at `now`.
+    /// `shares` shares of `difficulty` in total were accepted at `now`.
     #[inline]
-    pub fn accepted(&self, difficulty: f64, now: Instant) {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
+    pub fn accepted(&self, shares: u32, difficulty: f64, now: Instant) {
+        self.accepted
+            .fetch_add(u64::from(shares), Ordering::Relaxed);
         let ms = now.saturating_duration_since(self.connected_at).as_millis() as u64 + 1;
         self.last_accepted_ms.store(ms, Ordering::Relaxed);
         if difficulty > 0.0 {
@@ -232,8 +233,8 @@ mod tests {
         record.set_pool(1, None);
         record.set_worker("alice.rig1", Arc::from("alice"));
         record.set_difficulty(512.0);
-        record.accepted(512.0, t0 + Duration::from_secs(2));
-        record.accepted(512.0, t0 + Duration::from_secs(4));
+        record.accepted(1, 512.0, t0 + Duration::from_secs(2));
+        record.accepted(1, 512.0, t0 + Duration::from_secs(4));
         record.rejected(RejectReason::Stale);
         let snap = &registry.snapshot(t0 + Duration::from_secs(10))[0];
         assert_eq!(snap.id, 7);

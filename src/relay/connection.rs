@@ -390,6 +390,13 @@ impl<'o, O: Observer> ObservedConnection<'o, O> {
         }
     }
 
+    #[inline]
+    fn lines_done(&mut self, at: Instant) {
+        if let Some(state) = self.state.as_mut() {
+            self.observer.lines_done(state, at);
+        }
+    }
+
     fn close(&mut self, reason: CloseReason) {
         if self.closed {
             return;
@@ -673,8 +680,11 @@ impl<O: Observer> Relay<'_, '_, O> {
         let mut flow = Flow::default();
         self.pipes[d].framer.push(bytes, |frame| {
             flow.lines = true;
-            report(conn, direction, frame, &mut flow);
+            report(conn, direction, frame, now, &mut flow);
         });
+        if flow.lines {
+            conn.lines_done(now);
+        }
         let was_waiting = self.in_flight > 0;
         self.in_flight = (self.in_flight + flow.requests).saturating_sub(flow.responses);
         // Waiting since the last answer (a pipelining miner always has
@@ -827,6 +837,7 @@ fn report<O: Observer>(
     conn: &mut ObservedConnection<'_, O>,
     direction: Direction,
     frame: Frame<'_>,
+    at: Instant,
     flow: &mut Flow,
 ) {
     match frame {
@@ -845,11 +856,19 @@ fn report<O: Observer>(
                             flow.submits +=
                                 u32::from(message.method().is_some_and(|m| m.is_share_submit()));
                         }
-                        Event::Request { direction, message }
+                        Event::Request {
+                            direction,
+                            message,
+                            at,
+                        }
                     }
                     Kind::Response => {
                         flow.responses += u32::from(direction == Direction::PoolToMiner);
-                        Event::Response { direction, message }
+                        Event::Response {
+                            direction,
+                            message,
+                            at,
+                        }
                     }
                     Kind::Notification => {
                         if direction == Direction::PoolToMiner {
@@ -861,7 +880,11 @@ fn report<O: Observer>(
                                 _ => {}
                             }
                         }
-                        Event::Notification { direction, message }
+                        Event::Notification {
+                            direction,
+                            message,
+                            at,
+                        }
                     }
                 })
             }

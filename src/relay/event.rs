@@ -216,6 +216,9 @@ pub enum Event<'a> {
         direction: Direction,
         /// The borrowed message view.
         message: &'a Message<'a>,
+        /// When the read that held it returned (one clock read per read,
+        /// shared by its lines).
+        at: Instant,
     },
     /// A JSON-RPC response (result or error, no method).
     Response {
@@ -223,6 +226,9 @@ pub enum Event<'a> {
         direction: Direction,
         /// The borrowed message view.
         message: &'a Message<'a>,
+        /// When the read that held it returned (one clock read per read,
+        /// shared by its lines).
+        at: Instant,
     },
     /// A JSON-RPC notification (method, no id or a null one).
     Notification {
@@ -230,6 +236,9 @@ pub enum Event<'a> {
         direction: Direction,
         /// The borrowed message view.
         message: &'a Message<'a>,
+        /// When the read that held it returned (one clock read per read,
+        /// shared by its lines).
+        at: Instant,
     },
     /// A line that is not a JSON-RPC message; it was relayed anyway.
     ParseFailed {
@@ -264,6 +273,14 @@ pub trait Observer: Send + Sync + 'static {
 
     /// Something happened on an accepted connection.
     fn event(&self, conn: &mut Self::Connection, event: Event<'_>);
+
+    /// Every line of one read was reported: what the observer gathered per
+    /// line may now go to shared state, once per read instead of once per
+    /// line (at saturation a read holds dozens of lines).
+    /// `at` is the time of that read, as in its line events.
+    fn lines_done(&self, conn: &mut Self::Connection, at: Instant) {
+        let _ = (conn, at);
+    }
 
     /// A miner connection was refused and closed at once.
     fn refused(&self, peer: SocketAddr, reason: RefuseReason);

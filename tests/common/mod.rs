@@ -349,7 +349,9 @@ impl Observer for TestObserver {
                 counts.bytes[dir(direction)] += bytes as u64;
                 conn.relayed[dir(direction)] += bytes as u64;
             }
-            Event::Request { direction, message } => {
+            Event::Request {
+                direction, message, ..
+            } => {
                 let name = message.method_name().unwrap_or("").to_owned();
                 *counts.requests.entry((dir(direction), name)).or_default() += 1;
                 if let Some(user) = message.user() {
@@ -357,7 +359,9 @@ impl Observer for TestObserver {
                 }
                 seen = Some((direction, Seen::of(message)));
             }
-            Event::Notification { direction, message } => {
+            Event::Notification {
+                direction, message, ..
+            } => {
                 let name = message.method_name().unwrap_or("").to_owned();
                 *counts
                     .notifications
@@ -365,7 +369,9 @@ impl Observer for TestObserver {
                     .or_default() += 1;
                 seen = Some((direction, Seen::of(message)));
             }
-            Event::Response { direction, message } => {
+            Event::Response {
+                direction, message, ..
+            } => {
                 counts.responses[dir(direction)] += 1;
                 if direction == Direction::PoolToMiner {
                     match message.outcome() {
