@@ -151,8 +151,16 @@ impl Outbox {
 
     /// Writes as much as the socket takes; asks for `EPOLLOUT` while
     /// something is left, and stops asking once it is all written.
-    fn flush(&mut self, epoll: &OwnedFd, fd: &OwnedFd, key: u64) -> io::Result<()> {
+    /// `writes` counts the write calls.
+    fn flush(
+        &mut self,
+        epoll: &OwnedFd,
+        fd: &OwnedFd,
+        key: u64,
+        writes: &mut u64,
+    ) -> io::Result<()> {
         while self.at < self.bytes.len() {
+            *writes += 1;
             match rustix::io::write(fd, &self.bytes[self.at..]) {
                 Ok(n) => {
                     self.sent.update(&self.bytes[self.at..self.at + n]);
@@ -242,6 +250,10 @@ struct Counts {
     pool_finished: u64,
     /// Pool connections that ended with an error.
     pool_errors: u64,
+    /// System calls of the loop: write, read (or recvmsg), epoll_wait.
+    writes: u64,
+    reads: u64,
+    waits: u64,
 }
 
 struct Engine {
@@ -485,6 +497,7 @@ impl Engine {
         };
         let mut events = std::mem::take(&mut self.events);
         events.clear();
+        self.counts.waits += 1;
         let result = epoll::wait(
             &self.epoll,
             rustix::buffer::spare_capacity(&mut events),
@@ -598,11 +611,12 @@ impl Engine {
         };
         if flags.contains(EventFlags::OUT) {
             pool.out
-                .flush(&self.epoll, fd, key)
+                .flush(&self.epoll, fd, key, &mut self.counts.writes)
                 .map_err(|e| format!("pool write: {e}"))?;
         }
         if !pool.read_closed && flags.intersects(EventFlags::IN | EventFlags::HUP | EventFlags::ERR)
         {
+            self.counts.reads += 1;
             let n = match rustix::io::read(fd, &mut self.buf[..]) {
                 Ok(n) => n,
                 Err(Errno::AGAIN | Errno::INTR) => return Ok(()),
@@ -651,7 +665,7 @@ impl Engine {
                 }
                 pool.carry.extend_from_slice(&rest[start..]);
                 pool.out
-                    .flush(&self.epoll, fd, key)
+                    .flush(&self.epoll, fd, key, &mut self.counts.writes)
                     .map_err(|e| format!("pool write: {e}"))?;
             }
         }
@@ -690,18 +704,19 @@ impl Engine {
             // Still watching: the flush stops asking for EPOLLOUT.
             return miner
                 .out
-                .flush(&self.epoll, fd, key)
+                .flush(&self.epoll, fd, key, &mut self.counts.writes)
                 .map_err(|e| format!("write: {e}"));
         }
         if flags.contains(EventFlags::OUT) {
             miner
                 .out
-                .flush(&self.epoll, fd, key)
+                .flush(&self.epoll, fd, key, &mut self.counts.writes)
                 .map_err(|e| format!("write: {e}"))?;
         }
         if !flags.intersects(EventFlags::IN | EventFlags::HUP | EventFlags::ERR) {
             return Ok(());
         }
+        self.counts.reads += 1;
         let read = if self.stamped {
             stamp::recv(fd, &mut self.buf[..])
                 .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))
@@ -745,7 +760,7 @@ impl Engine {
                     );
                     miner
                         .out
-                        .flush(&self.epoll, fd, key)
+                        .flush(&self.epoll, fd, key, &mut self.counts.writes)
                         .map_err(|e| format!("write: {e}"))?;
                 }
                 if miner.phase == Phase::Authorizing && miner.lines >= HANDSHAKE_LINES {
@@ -771,7 +786,7 @@ impl Engine {
                         self.counts.miner_submits += self.pipeline as u64;
                         miner
                             .out
-                            .flush(&self.epoll, fd, key)
+                            .flush(&self.epoll, fd, key, &mut self.counts.writes)
                             .map_err(|e| format!("write: {e}"))?;
                     }
                 }
@@ -807,7 +822,7 @@ impl Engine {
                         self.counts.miner_submits += answered as u64;
                         miner
                             .out
-                            .flush(&self.epoll, fd, key)
+                            .flush(&self.epoll, fd, key, &mut self.counts.writes)
                             .map_err(|e| format!("write: {e}"))?;
                     } else if miner.in_flight == 0 {
                         rustix::net::shutdown(fd, Shutdown::Write)
@@ -835,7 +850,12 @@ impl Engine {
             pool.out.bytes.extend_from_slice(&bytes);
             self.counts.lines_down += BURST_LINES;
             pool.burst_sent_ns = Some(realtime_ns());
-            if let Err(e) = pool.out.flush(&self.epoll, fd, POOL_KEY + index as u64) {
+            if let Err(e) = pool.out.flush(
+                &self.epoll,
+                fd,
+                POOL_KEY + index as u64,
+                &mut self.counts.writes,
+            ) {
                 self.fail_pool(index, format!("pool write: {e}"));
             }
         }
@@ -1009,6 +1029,15 @@ pub fn run(setup: &Setup) -> Result<Value, String> {
         && matched == n as u64
         && counts.pool_submits == counts.miner_submits
         && (!burst || fan_out_us.len() == n);
+    // The loop's own system calls over the window, per line relayed.
+    let messages = up + down;
+    let calls = |c: &Counts| c.writes + c.reads + c.waits;
+    let syscalls_per_msg =
+        (messages > 0).then(|| (calls(&after) - calls(&before)) as f64 / messages as f64);
+    let writes = after.writes - before.writes;
+    let lines_per_write = (writes > 0).then(|| messages as f64 / writes as f64);
+    let waits = after.waits - before.waits;
+    let reads_per_wait = (waits > 0).then(|| (after.reads - before.reads) as f64 / waits as f64);
     let mut report = json!({
         "scenario": setup.scenario,
         "target": setup.name,
@@ -1041,6 +1070,9 @@ pub fn run(setup: &Setup) -> Result<Value, String> {
         "fanout_max_ms": quantile_ms(&fan_out_us, 1.0),
         "fanout_from_first_p99_ms": quantile_ms(&from_first_us, 0.99),
         "fanout_from_first_max_ms": quantile_ms(&from_first_us, 1.0),
+        "gen_syscalls_per_msg": syscalls_per_msg,
+        "gen_lines_per_write": lines_per_write,
+        "gen_reads_per_wait": reads_per_wait,
         "bytes_match": matched,
         "bytes_mismatch": mismatched,
         "bytes_missing": missing,
