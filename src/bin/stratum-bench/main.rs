@@ -1,16 +1,39 @@
 //! stratum-bench: measures a Stratum relay process between an in-process
-//! pool-sim and a fleet of miner-sims (not installed on the gateway).
+//! pool and a fleet of miners (not installed on the gateway).
 //!
 //! The relay under test (the *target*) is started by the caller
 //! (`benches/compare.sh`), listening on `--target` and forwarding to
 //! `127.0.0.1:--pool-port`, where this program starts its pool. Given
 //! `--target-pid`, it reports from /proc the target's CPU time per relayed
 //! message, resident memory per miner connection and wakeups; from the
-//! simulators it reports submit round trips, notify fan-out and a byte-exact
+//! miners it reports submit round trips, notify fan-out and a byte-exact
 //! cross-check of every connection (miner digests against pool digests, both
 //! ways). `--target direct` connects the miners straight to the pool, as the
-//! baseline for round trips. Output: one human line, then one JSON line.
-//! Exit status 1 when the cross-check fails or miners did not all connect.
+//! baseline. Every scenario also reports this program's own CPU use over
+//! the window (`gen_cpu_pct`, getrusage; 100% = its whole core, and then the
+//! figures measure the generator, not the target). Output: one human line,
+//! then one JSON line. Exit status 1 when the cross-check fails or miners
+//! did not all connect.
+//!
+//! Two generators:
+//! - **the simulators** (`sim::pool`, `sim::miner` on one smol executor) for
+//!   steady (1000 miners over 100 accounts, `accountK.workerN`), scale,
+//!   idle and the outages: realistic sessions at modest rates.
+//! - **the flood generator** (`flood`: one thread, its own sockets and epoll
+//!   loop) for saturation, burst and burst9500. Why: with the simulators
+//!   every target moved ~200k msg/s in saturation (BENCHMARKS.md run 7): a
+//!   task wakeup, a write and a read per line, serde per line, FNV-1a per
+//!   byte. The flood generator writes every line a connection may send in
+//!   one call; measured (indicative: 2 shared cores, builds running beside)
+//!   it reaches 10.5–12M msg/s with no relay (`direct`), 32 lines per write
+//!   and 0.063 of its own system calls per line, and HAProxy moved
+//!   2.0–6.0M msg/s through it at 0.14–0.16 µs of HAProxy CPU per message.
+//!   In the bursts the simulators timed the fan-out as pool-queue →
+//!   miner-read inside one executor, so the executor's own scheduling of
+//!   5000 tasks dominated (143–164 ms p99 for every target, direct
+//!   included); the flood generator takes the kernel's receive time of the
+//!   notify (`SO_TIMESTAMPNS`) against the pool's send time of that
+//!   connection: direct is then a few µs at p99.
 //!
 //! Two scenarios take a second, backup pool (`--backup-pool-port`): in
 //! `failover` the primary pool dies (every connection closed, new ones
