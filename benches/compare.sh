@@ -7,7 +7,7 @@
 # failover relay beside stratum-proxy with two pools.
 #
 #   benches/compare.sh            full run (about 13 minutes)
-#   benches/compare.sh --quick    smoke run: short windows, fewer miners (< 3 min)
+#   benches/compare.sh --quick    smoke run: short windows, fewer miners (about 4.5 min)
 #   benches/compare.sh --only=saturation,burst,burst9500   only these (reruns)
 #
 # Scenarios: steady scale burst burst9500 saturation idle failover stall.
