@@ -6,12 +6,16 @@
 # scenarios (failover: the primary pool dies; stall: it hangs), HAProxy as a
 # failover relay beside stratum-proxy with two pools.
 #
-#   benches/compare.sh            full run (about 12 minutes)
-#   benches/compare.sh --quick    smoke run: short windows, fewer miners (< 2 min)
-#   benches/compare.sh --only=failover,stall   only these scenarios (for reruns)
+#   benches/compare.sh            full run (about 13 minutes)
+#   benches/compare.sh --quick    smoke run: short windows, fewer miners (about 4.5 min)
+#   benches/compare.sh --only=saturation,burst,burst9500   only these (reruns)
 #
-# The bench (pool-sim + miner-sims) runs on CPU 0, each target on CPU 1, except
-# stratum-proxy --threads 2 in saturation, which is unpinned (2 cores only).
+# Scenarios: steady scale burst burst9500 saturation idle failover stall.
+# The bench (pool + miners in one process: the simulators, or the one-thread
+# epoll generator in saturation and the bursts) runs on CPU 0, each target on
+# CPU 1, except stratum-proxy --threads 2 in saturation, which is unpinned
+# (2 cores only). The "gen CPU %" column is the bench's own CPU use over the
+# window (100% = its whole core: then it, not the target, is the limit).
 # Every process started here is ended on exit (trap). Needs root for apt only
 # when haproxy or nginx's stream module is missing.
 set -euo pipefail
@@ -22,7 +26,7 @@ for arg in "$@"; do
     case "$arg" in
         --quick) QUICK="--quick" ;;
         --only=*) ONLY=",${arg#--only=}," ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $arg (use --quick, --only=SCENARIO,...)" >&2; exit 2 ;;
     esac
 done
@@ -270,7 +274,8 @@ echo "# $(date -u +%FT%TZ) commit $(git -C "$ROOT" rev-parse --short HEAD) load:
 if wanted steady; then for target in direct haproxy nginx stratum-proxy; do run_one steady "$target"; done; fi
 if wanted scale; then for target in haproxy nginx stratum-proxy; do run_one scale "$target"; done; fi
 if wanted burst; then for target in direct haproxy nginx stratum-proxy; do run_one burst "$target"; done; fi
-if wanted saturation; then for target in haproxy nginx stratum-proxy stratum-proxy-2t; do run_one saturation "$target"; done; fi
+if wanted burst9500; then for target in direct haproxy nginx stratum-proxy; do run_one burst9500 "$target"; done; fi
+if wanted saturation; then for target in direct haproxy nginx stratum-proxy stratum-proxy-2t; do run_one saturation "$target"; done; fi
 if wanted idle; then for target in haproxy nginx stratum-proxy; do run_one idle "$target"; done; fi
 if wanted failover; then for target in haproxy stratum-proxy; do run_outage failover "$target"; done; fi
 if wanted stall; then for target in haproxy stratum-proxy; do run_outage stall "$target"; done; fi
@@ -295,7 +300,8 @@ def ratio(r, k, base):
 
 head = ["scenario", "target", "ok", "msgs/s", "CPU us/msg", "vs HAProxy",
         "RSS KiB/miner", "vs HAProxy", "RTT p50/p99/p999 ms", "added p50 ms",
-        "vs HAProxy", "fan-out p99 ms", "vs HAProxy", "wakeups/s", "bytes match"]
+        "vs HAProxy", "fan-out p50/p99/max ms", "vs HAProxy (p99)",
+        "fan-out p99 from 1st send ms", "wakeups/s", "gen CPU %", "bytes match"]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for r in rows:
@@ -315,13 +321,15 @@ for r in rows:
     if "metered_ok" in r:
         ok += " (metered)" if r["metered_ok"] else " (METER MISMATCH)"
     rtt = "/".join(f(num(r, k)) for k in ("rtt_p50_ms", "rtt_p99_ms", "rtt_p999_ms"))
+    fan = "/".join(f(num(r, k)) for k in ("fanout_p50_ms", "fanout_p99_ms", "fanout_max_ms"))
     print("| " + " | ".join([
         s, r["target"], ok, f(num(r, "messages_per_s"), 0),
         f(num(r, "cpu_us_per_msg")), ratio(r, "cpu_us_per_msg", base),
         f(num(r, "rss_per_miner_kib"), 2), ratio(r, "rss_per_miner_kib", base),
         rtt if num(r, "rtt_p50_ms") is not None else "-", f(added), added_ratio,
-        f(num(r, "fanout_p99_ms")), ratio(r, "fanout_p99_ms", base),
-        f(num(r, "wakeups_per_s"), 1),
+        fan if num(r, "fanout_p99_ms") is not None else "-",
+        ratio(r, "fanout_p99_ms", base), f(num(r, "fanout_from_first_p99_ms")),
+        f(num(r, "wakeups_per_s"), 1), f(num(r, "gen_cpu_pct"), 1),
         f"{r.get('bytes_match', 0)}/{r.get('miners', '?')}",
     ]) + " |")
 EOF
@@ -332,13 +340,15 @@ import json, os, sys
 path = sys.argv[1]
 rows = [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
 print()
-print("| outage | target | ok | miners | job from backup p50 / p99 / p100 ms | share accepted p50 / p99 / p100 ms |")
-print("|---|---|---|---|---|---|")
+print("| outage | target | ok | miners | job from backup p50 / p99 / p100 ms | share accepted p50 / p99 / p100 ms | gen CPU % |")
+print("|---|---|---|---|---|---|---|")
 for r in rows:
     def q(key):
         d = r.get(key) or {}
         return " / ".join("never" if d.get(p) is None else str(d[p]) for p in ("p50_ms", "p99_ms", "p100_ms"))
     ok = "yes" if r.get("ok") else "no"
-    print(f"| {r['scenario']} | {r['target']} | {ok} | {r.get('miners')} | {q('job_from_backup')} | {q('share_accepted_on_backup')} |")
+    gen = r.get("gen_cpu_pct")
+    gen = "-" if gen is None else f"{gen:.1f}"
+    print(f"| {r['scenario']} | {r['target']} | {ok} | {r.get('miners')} | {q('job_from_backup')} | {q('share_accepted_on_backup')} | {gen} |")
 EOF
 exit "$FAILED"

@@ -655,14 +655,14 @@ fn connection_ids(id: u64) -> (String, String) {
     )
 }
 
-/// `mining.set_difficulty` line.
-fn set_difficulty_line(difficulty: f64) -> Vec<u8> {
+/// `mining.set_difficulty` line (with its newline).
+pub fn set_difficulty_line(difficulty: f64) -> Vec<u8> {
     format!("{{\"id\":null,\"method\":\"mining.set_difficulty\",\"params\":[{difficulty}]}}\n")
         .into_bytes()
 }
 
-/// A realistic `mining.notify` line for job number `job`.
-fn notify_line(job: u64, clean_jobs: bool) -> Vec<u8> {
+/// A realistic `mining.notify` line for job number `job` (with its newline).
+pub fn notify_line(job: u64, clean_jobs: bool) -> Vec<u8> {
     let mut rng = SplitMix::new(job);
     let mut line = String::with_capacity(1400);
     let _ = write!(

@@ -1,16 +1,39 @@
 //! stratum-bench: measures a Stratum relay process between an in-process
-//! pool-sim and a fleet of miner-sims (not installed on the gateway).
+//! pool and a fleet of miners (not installed on the gateway).
 //!
 //! The relay under test (the *target*) is started by the caller
 //! (`benches/compare.sh`), listening on `--target` and forwarding to
 //! `127.0.0.1:--pool-port`, where this program starts its pool. Given
 //! `--target-pid`, it reports from /proc the target's CPU time per relayed
 //! message, resident memory per miner connection and wakeups; from the
-//! simulators it reports submit round trips, notify fan-out and a byte-exact
+//! miners it reports submit round trips, notify fan-out and a byte-exact
 //! cross-check of every connection (miner digests against pool digests, both
 //! ways). `--target direct` connects the miners straight to the pool, as the
-//! baseline for round trips. Output: one human line, then one JSON line.
-//! Exit status 1 when the cross-check fails or miners did not all connect.
+//! baseline. Every scenario also reports this program's own CPU use over
+//! the window (`gen_cpu_pct`, getrusage; 100% = its whole core, and then the
+//! figures measure the generator, not the target). Output: one human line,
+//! then one JSON line. Exit status 1 when the cross-check fails or miners
+//! did not all connect.
+//!
+//! Two generators:
+//! - **the simulators** (`sim::pool`, `sim::miner` on one smol executor) for
+//!   steady (1000 miners over 100 accounts, `accountK.workerN`), scale,
+//!   idle and the outages: realistic sessions at modest rates.
+//! - **the flood generator** (`flood`: one thread, its own sockets and epoll
+//!   loop) for saturation, burst and burst9500. Why: with the simulators
+//!   every target moved ~200k msg/s in saturation (BENCHMARKS.md run 7): a
+//!   task wakeup, a write and a read per line, serde per line, FNV-1a per
+//!   byte. The flood generator writes every line a connection may send in
+//!   one call; measured (indicative: 2 shared cores, builds running beside)
+//!   it reaches 10.5–12M msg/s with no relay (`direct`), 32 lines per write
+//!   and 0.063 of its own system calls per line, and HAProxy moved
+//!   2.0–6.0M msg/s through it at 0.14–0.16 µs of HAProxy CPU per message.
+//!   In the bursts the simulators timed the fan-out as pool-queue →
+//!   miner-read inside one executor, so the executor's own scheduling of
+//!   5000 tasks dominated (143–164 ms p99 for every target, direct
+//!   included); the flood generator takes the kernel's receive time of the
+//!   notify (`SO_TIMESTAMPNS`) against the pool's send time of that
+//!   connection: direct is then a few µs at p99.
 //!
 //! Two scenarios take a second, backup pool (`--backup-pool-port`): in
 //! `failover` the primary pool dies (every connection closed, new ones
@@ -28,10 +51,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use serde_json::json;
+use serde_json::{Value, json};
 use smol::{Executor, Timer};
 use stratum_proxy::sim::miner::{FleetReport, MinerConfig, MinerSim};
 use stratum_proxy::sim::pool::{ConnectionRecord, PoolConfig, PoolSim, PoolStats};
+
+mod digest;
+mod flood;
+mod procfs;
+mod stamp;
+
+use procfs::{Sample, clock_ticks_per_second, rss_kib, window_json};
 
 /// Poll interval while waiting for miners to connect or notifies to go out.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -41,13 +71,13 @@ const SETTLE: Duration = Duration::from_secs(2);
 const SLACK: Duration = Duration::from_secs(60);
 /// Pause between starting the pools and the miners in the failover scenarios.
 const POOLS_SETTLE: Duration = Duration::from_secs(3);
-/// Time allowed for a clean_jobs burst to reach every miner after the pool wrote it.
-const FAN_OUT_GRACE: Duration = Duration::from_secs(3);
+/// Accounts the steady scenario's miners are spread over (a hosting farm).
+const STEADY_ACCOUNTS: usize = 100;
 
 /// Benchmark one Stratum relay process (or the pool directly) in a scenario.
 #[derive(FromArgs)]
 struct Args {
-    /// steady, scale, burst, saturation, idle, failover or stall
+    /// steady, scale, burst, burst9500, saturation, idle, failover or stall
     #[argh(option)]
     scenario: String,
     /// loopback port of the backup pool (failover and stall scenarios)
@@ -90,8 +120,10 @@ struct Plan {
     window: Duration,
     /// Miners authorize and then stay silent.
     idle: bool,
-    /// Send one clean_jobs notify to all miners in the window.
-    burst: bool,
+    /// Run on the flood generator (see `flood`) instead of the simulators.
+    flood: Option<flood::Mode>,
+    /// Accounts the miners are spread over (`accountK.workerN`); 0: one, `account`.
+    accounts: usize,
     /// Take the primary pool out (failover scenarios); `window` bounds the wait.
     outage: Option<Outage>,
 }
@@ -115,7 +147,8 @@ fn plan(args: &Args) -> Result<Plan, String> {
             notify_interval: Some(Duration::from_secs(5)),
             window: Duration::from_secs(if q { 5 } else { 20 }),
             idle: false,
-            burst: false,
+            flood: None,
+            accounts: STEADY_ACCOUNTS,
             outage: None,
         },
         "scale" => Plan {
@@ -126,17 +159,25 @@ fn plan(args: &Args) -> Result<Plan, String> {
             notify_interval: Some(Duration::from_secs(5)),
             window: Duration::from_secs(if q { 5 } else { 20 }),
             idle: false,
-            burst: false,
+            flood: None,
+            accounts: 0,
             outage: None,
         },
-        "burst" => Plan {
-            miners: if q { 500 } else { 5000 },
+        "burst" | "burst9500" => Plan {
+            // burst9500: 2 fds per miner in this process, under 20,000.
+            miners: match (q, args.scenario.as_str()) {
+                (true, "burst") => 500,
+                (true, _) => 1000,
+                (false, "burst") => 5000,
+                (false, _) => 9500,
+            },
             rate: 0.0,
             pipeline: 1,
             notify_interval: None,
             window: Duration::ZERO,
             idle: true,
-            burst: true,
+            flood: Some(flood::Mode::Burst),
+            accounts: 0,
             outage: None,
         },
         "saturation" => Plan {
@@ -146,7 +187,11 @@ fn plan(args: &Args) -> Result<Plan, String> {
             notify_interval: None,
             window: Duration::from_secs(if q { 3 } else { 10 }),
             idle: false,
-            burst: false,
+            flood: Some(flood::Mode::Flood {
+                pipeline: 32,
+                window: Duration::ZERO,
+            }),
+            accounts: 0,
             outage: None,
         },
         "idle" => Plan {
@@ -156,7 +201,8 @@ fn plan(args: &Args) -> Result<Plan, String> {
             notify_interval: None,
             window: Duration::from_secs(if q { 3 } else { 10 }),
             idle: true,
-            burst: false,
+            flood: None,
+            accounts: 0,
             outage: None,
         },
         "failover" => Plan {
@@ -166,7 +212,8 @@ fn plan(args: &Args) -> Result<Plan, String> {
             notify_interval: Some(Duration::from_secs(5)),
             window: Duration::from_secs(if q { 20 } else { 60 }),
             idle: false,
-            burst: false,
+            flood: None,
+            accounts: 0,
             outage: Some(Outage::Kill),
         },
         "stall" => Plan {
@@ -177,12 +224,13 @@ fn plan(args: &Args) -> Result<Plan, String> {
             notify_interval: Some(Duration::from_secs(10)),
             window: Duration::from_secs(if q { 40 } else { 60 }),
             idle: false,
-            burst: false,
+            flood: None,
+            accounts: 0,
             outage: Some(Outage::Hang),
         },
         other => {
             return Err(format!(
-                "unknown scenario {other:?}: use steady, scale, burst, saturation, idle, failover or stall"
+                "unknown scenario {other:?}: use steady, scale, burst, burst9500, saturation, idle, failover or stall"
             ));
         }
     };
@@ -195,77 +243,11 @@ fn plan(args: &Args) -> Result<Plan, String> {
         }
         plan.window = Duration::from_secs_f64(s);
     }
+    if let Some(flood::Mode::Flood { pipeline, window }) = &mut plan.flood {
+        *pipeline = plan.pipeline;
+        *window = plan.window;
+    }
     Ok(plan)
-}
-
-/// Resident memory of `pid`, in KiB (VmRSS).
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// utime + stime of all threads of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Time on CPU summed over every thread of `pid`, in nanoseconds
-/// (/proc/PID/task/*/schedstat): a fine-grained cross-check of [`cpu_ticks`].
-fn cpu_sched_ns(pid: u32) -> Option<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let Ok(task) = task else { continue };
-        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
-            continue;
-        };
-        total += stat
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Some(total)
-}
-
-/// Voluntary + involuntary context switches summed over every thread of `pid`.
-fn context_switches(pid: u32) -> Option<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let Ok(task) = task else { continue };
-        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
-            continue;
-        };
-        for line in status.lines() {
-            let value = line
-                .strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"));
-            if let Some(v) = value.and_then(|v| v.trim().parse::<u64>().ok()) {
-                total += v;
-            }
-        }
-    }
-    Some(total)
-}
-
-/// Clock ticks per second for /proc/PID/stat (`getconf CLK_TCK`, else 100).
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
 }
 
 /// Lines the pool received (miner → pool).
@@ -287,7 +269,7 @@ fn lines_down(s: &PoolStats) -> u64 {
 }
 
 /// The `q`-th quantile (0.0–1.0) of sorted microseconds, in milliseconds.
-fn quantile_ms(sorted_us: &[u64], q: f64) -> Option<f64> {
+pub(crate) fn quantile_ms(sorted_us: &[u64], q: f64) -> Option<f64> {
     if sorted_us.is_empty() {
         return None;
     }
@@ -420,6 +402,7 @@ async fn run_outage(
         Timer::after(plan.notify_interval.unwrap_or_default() * 2).await;
     }
     let backup_before = backup.stats().authorizes;
+    let sample0 = Sample::take(None);
     let since = Instant::now();
     match outage {
         Outage::Kill => primary.kill(),
@@ -435,6 +418,7 @@ async fn run_outage(
         backup.stats().accepted >= accepted_before + plan.miners as u64
     })
     .await;
+    let sample1 = Sample::take(None);
     fleet.stop();
     let report = fleet.finish().await;
     let jobs = after_outage(&report, since, false);
@@ -442,10 +426,13 @@ async fn run_outage(
     let name = args.name.clone().unwrap_or_else(|| args.target.clone());
     let job = outage_quantiles(&jobs);
     let ok = ready && moved && job["done"] == json!(plan.miners);
+    let window = window_json(&sample0, &sample1, 0, clock_ticks_per_second());
     Ok(json!({
         "scenario": args.scenario,
         "target": name,
         "ok": ok,
+        "window_s": window["window_s"],
+        "gen_cpu_pct": window["gen_cpu_pct"],
         "miners": plan.miners,
         "all_connected": ready,
         "all_moved": moved,
@@ -455,22 +442,12 @@ async fn run_outage(
     }))
 }
 
-async fn run(
-    executor: &Arc<Executor<'static>>,
-    args: &Args,
-    plan: &Plan,
-) -> Result<serde_json::Value, String> {
+async fn run(executor: &Arc<Executor<'static>>, args: &Args, plan: &Plan) -> Result<Value, String> {
     if let Some(outage) = plan.outage {
         return run_outage(executor, args, plan, outage).await;
     }
     let pool_addr: SocketAddr = ([127, 0, 0, 1], args.pool_port).into();
-    let target: SocketAddr = if args.target == "direct" {
-        pool_addr
-    } else {
-        args.target
-            .parse()
-            .map_err(|e| format!("--target {:?}: {e}", args.target))?
-    };
+    let target = target_addr(args, pool_addr)?;
     let pid = args.target_pid;
     let rss_idle = pid.and_then(rss_kib);
     let pool = PoolSim::start(
@@ -486,6 +463,9 @@ async fn run(
 
     let connect_time = Duration::from_secs_f64(plan.miners as f64 / args.connect_rate.max(1.0));
     let mut config = MinerConfig::new(target, plan.miners);
+    if plan.accounts > 0 {
+        config.accounts = (0..plan.accounts).map(|k| format!("account{k}")).collect();
+    }
     config.rate_per_second = plan.rate;
     config.pipeline = plan.pipeline;
     config.idle = plan.idle;
@@ -503,29 +483,12 @@ async fn run(
     Timer::after(SETTLE).await;
     let rss_loaded = pid.and_then(rss_kib);
 
+    let ticks = clock_ticks_per_second();
     let s0 = pool.stats();
-    let cpu0 = pid.and_then(cpu_ticks);
-    let sched0 = pid.and_then(cpu_sched_ns);
-    let cs0 = pid.and_then(context_switches);
-    let t0 = Instant::now();
-    let mut burst_sent_at = None;
-    if plan.burst {
-        let sent_at = Instant::now();
-        let queued = pool.clean_jobs_burst() as u64;
-        burst_sent_at = Some(sent_at);
-        wait_for(Instant::now() + SLACK, || {
-            pool.stats().notifies_sent >= s0.notifies_sent + queued
-        })
-        .await;
-        Timer::after(FAN_OUT_GRACE).await;
-    } else {
-        Timer::after(plan.window).await;
-    }
+    let sample0 = Sample::take(pid);
+    Timer::after(plan.window).await;
     let s1 = pool.stats();
-    let cpu1 = pid.and_then(cpu_ticks);
-    let sched1 = pid.and_then(cpu_sched_ns);
-    let cs1 = pid.and_then(context_switches);
-    let elapsed = t0.elapsed().as_secs_f64();
+    let sample1 = Sample::take(pid);
 
     fleet.stop();
     let report = fleet.finish().await;
@@ -547,30 +510,10 @@ async fn run(
 
     let up = lines_up(&s1) - lines_up(&s0);
     let down = lines_down(&s1) - lines_down(&s0);
-    let messages = up + down;
-    let ticks = clock_ticks_per_second();
-    let cpu_us_per_msg = match (cpu0, cpu1) {
-        (Some(a), Some(b)) if messages > 0 => Some((b - a) as f64 / ticks * 1e6 / messages as f64),
-        _ => None,
-    };
-    let cpu_sched_us_per_msg = match (sched0, sched1) {
-        (Some(a), Some(b)) if messages > 0 => {
-            Some(b.saturating_sub(a) as f64 / 1e3 / messages as f64)
-        }
-        _ => None,
-    };
-    let cpu_seconds = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / ticks),
-        _ => None,
-    };
     let rss_per_miner_kib = match (rss_idle, rss_loaded) {
         (Some(idle), Some(loaded)) => {
             Some((loaded as f64 - idle as f64) / plan.miners.max(1) as f64)
         }
-        _ => None,
-    };
-    let wakeups_per_s = match (cs0, cs1) {
-        (Some(a), Some(b)) if elapsed > 0.0 => Some((b - a) as f64 / elapsed),
         _ => None,
     };
     let mut rtts: Vec<u64> = report
@@ -579,40 +522,24 @@ async fn run(
         .flat_map(|m| m.round_trips_us.iter().copied())
         .collect();
     rtts.sort_unstable();
-    let mut fan_out_us: Vec<u64> = match burst_sent_at {
-        Some(at) => report
-            .miners
-            .iter()
-            .filter_map(|m| m.last_notify_at)
-            .filter(|t| *t >= at)
-            .map(|t| (t - at).as_micros() as u64)
-            .collect(),
-        None => Vec::new(),
-    };
-    fan_out_us.sort_unstable();
     let name = args.name.clone().unwrap_or_else(|| args.target.clone());
     let ok = ready
         && report.totals.errors == 0
         && check.matched == plan.miners as u64
-        && check.mismatched == 0
-        && (!plan.burst || fan_out_us.len() == plan.miners);
-    Ok(json!({
+        && check.mismatched == 0;
+    let mut result = json!({
         "scenario": args.scenario,
         "target": name,
+        "generator": "sim",
         "ok": ok,
         "miners": plan.miners,
+        "accounts": plan.accounts.max(1),
         "all_connected": ready,
         "miner_errors": report.totals.errors,
-        "window_s": elapsed,
-        "messages": messages,
         "messages_up": up,
         "messages_down": down,
-        "messages_per_s": if elapsed > 0.0 { messages as f64 / elapsed } else { 0.0 },
         "submits_total": report.totals.submits,
         "pool_submits_total": pool.stats().submits,
-        "cpu_s": cpu_seconds,
-        "cpu_us_per_msg": cpu_us_per_msg,
-        "cpu_sched_us_per_msg": cpu_sched_us_per_msg,
         "rss_idle_kib": rss_idle,
         "rss_loaded_kib": rss_loaded,
         "rss_per_miner_kib": rss_per_miner_kib,
@@ -620,15 +547,44 @@ async fn run(
         "rtt_p50_ms": quantile_ms(&rtts, 0.50),
         "rtt_p99_ms": quantile_ms(&rtts, 0.99),
         "rtt_p999_ms": quantile_ms(&rtts, 0.999),
-        "fanout_count": fan_out_us.len(),
-        "fanout_p50_ms": quantile_ms(&fan_out_us, 0.50),
-        "fanout_p99_ms": quantile_ms(&fan_out_us, 0.99),
-        "fanout_max_ms": quantile_ms(&fan_out_us, 1.0),
-        "wakeups_per_s": wakeups_per_s,
         "bytes_match": check.matched,
         "bytes_mismatch": check.mismatched,
         "bytes_missing": check.missing,
-    }))
+    });
+    if let (Some(result), Value::Object(window)) = (
+        result.as_object_mut(),
+        window_json(&sample0, &sample1, up + down, ticks),
+    ) {
+        result.extend(window);
+    }
+    Ok(result)
+}
+
+/// Where the miners connect: the target, or the pool itself for "direct".
+fn target_addr(args: &Args, pool: SocketAddr) -> Result<SocketAddr, String> {
+    if args.target == "direct" {
+        return Ok(pool);
+    }
+    args.target
+        .parse()
+        .map_err(|e| format!("--target {:?}: {e}", args.target))
+}
+
+/// The saturation and burst scenarios, on the flood generator (no executor).
+fn run_flood(args: &Args, plan: &Plan, mode: flood::Mode) -> Result<Value, String> {
+    let pool: SocketAddr = ([127, 0, 0, 1], args.pool_port).into();
+    flood::run(&flood::Setup {
+        scenario: args.scenario.clone(),
+        name: args.name.clone().unwrap_or_else(|| args.target.clone()),
+        target: target_addr(args, pool)?,
+        pool,
+        target_pid: args.target_pid,
+        miners: plan.miners,
+        connect_per_second: args.connect_rate,
+        settle: SETTLE,
+        slack: SLACK,
+        mode,
+    })
 }
 
 fn fmt(v: &serde_json::Value, key: &str) -> String {
@@ -647,8 +603,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let executor = Arc::new(Executor::new());
-    let result = smol::block_on(executor.run(run(&executor, &args, &plan)));
+    let result = match plan.flood {
+        Some(mode) => run_flood(&args, &plan, mode),
+        None => {
+            let executor = Arc::new(Executor::new());
+            smol::block_on(executor.run(run(&executor, &args, &plan)))
+        }
+    };
     match result {
         Ok(v) if v.get("job_from_backup").is_some() => {
             let q = |k: &str, p: &str| match v[k][p].as_u64() {
@@ -656,7 +617,7 @@ fn main() -> ExitCode {
                 None => "never".into(),
             };
             println!(
-                "{} {}: ok={} miners={} job from backup p50/p99/p100 ms={}/{}/{} share accepted p50/p99/p100 ms={}/{}/{}",
+                "{} {}: ok={} miners={} job from backup p50/p99/p100 ms={}/{}/{} share accepted p50/p99/p100 ms={}/{}/{} gen_cpu%={}",
                 v["scenario"].as_str().unwrap_or(""),
                 v["target"].as_str().unwrap_or(""),
                 v["ok"],
@@ -667,6 +628,7 @@ fn main() -> ExitCode {
                 q("share_accepted_on_backup", "p50_ms"),
                 q("share_accepted_on_backup", "p99_ms"),
                 q("share_accepted_on_backup", "p100_ms"),
+                fmt(&v, "gen_cpu_pct"),
             );
             println!("{v}");
             if v["ok"].as_bool() == Some(true) {
@@ -677,7 +639,7 @@ fn main() -> ExitCode {
         }
         Ok(v) => {
             println!(
-                "{} {}: ok={} miners={} msgs/s={} cpu_us/msg={} rss_kib/miner={} rtt p50/p99/p999 ms={}/{}/{} fanout p99 ms={} wakeups/s={} bytes match={}/{}",
+                "{} {}: ok={} miners={} msgs/s={} cpu_us/msg={} rss_kib/miner={} rtt p50/p99/p999 ms={}/{}/{} fanout p50/p99/max ms={}/{}/{} (p99 from first send {}) wakeups/s={} gen_cpu%={} bytes match={}/{}",
                 v["scenario"].as_str().unwrap_or(""),
                 v["target"].as_str().unwrap_or(""),
                 v["ok"],
@@ -688,12 +650,19 @@ fn main() -> ExitCode {
                 fmt(&v, "rtt_p50_ms"),
                 fmt(&v, "rtt_p99_ms"),
                 fmt(&v, "rtt_p999_ms"),
+                fmt(&v, "fanout_p50_ms"),
                 fmt(&v, "fanout_p99_ms"),
+                fmt(&v, "fanout_max_ms"),
+                fmt(&v, "fanout_from_first_p99_ms"),
                 fmt(&v, "wakeups_per_s"),
+                fmt(&v, "gen_cpu_pct"),
                 v["bytes_match"],
                 v["miners"],
             );
             println!("{v}");
+            for error in v["errors"].as_array().into_iter().flatten() {
+                eprintln!("stratum-bench: {}", error.as_str().unwrap_or_default());
+            }
             if v["ok"].as_bool() == Some(true) {
                 ExitCode::SUCCESS
             } else {
