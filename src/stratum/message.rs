@@ -181,6 +181,25 @@ impl<'a> Id<'a> {
     }
 }
 
+/// Whether every byte is ASCII: eight bytes per step and no early exit
+/// (lines are short, and almost all are ASCII), which the size-optimised
+/// build does not make of `<[u8]>::is_ascii`.
+#[inline]
+fn is_ascii(line: &[u8]) -> bool {
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut words = line.chunks_exact(8);
+    let mut seen = 0u64;
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        seen |= u64::from_le_bytes(bytes);
+    }
+    for &byte in words.remainder() {
+        seen |= u64::from(byte);
+    }
+    seen & HIGHS == 0
+}
+
 /// A span of a line that was checked to be UTF-8 and cut at ASCII
 /// delimiters, so it is UTF-8 too; `""` is unreachable but avoids a panic.
 fn text(span: &[u8]) -> &str {
@@ -223,7 +242,7 @@ impl<'a> Message<'a> {
     /// Views one line (without its newline) as a JSON-RPC message.
     pub fn parse(line: &'a [u8]) -> Result<Message<'a>, ParseFailure> {
         // Stratum is ASCII: the quick check almost always settles it.
-        if !line.is_ascii() && std::str::from_utf8(line).is_err() {
+        if !is_ascii(line) && std::str::from_utf8(line).is_err() {
             return Err(ParseFailure::NotJson);
         }
         let members = scan::scan(line)?;

@@ -53,15 +53,21 @@ pub(crate) fn scan(b: &[u8]) -> Result<Members<'_>, ParseFailure> {
             if b.get(i) != Some(&b'"') {
                 return Err(ParseFailure::NotJson);
             }
-            let (key_end, escaped) = string_end(b, i + 1).ok_or(ParseFailure::NotJson)?;
-            let key = if escaped {
-                key_index(
-                    decode(&b[i..=key_end])
-                        .ok_or(ParseFailure::NotJson)?
-                        .as_bytes(),
-                )
-            } else {
-                key_index(&b[i + 1..key_end])
+            let (key, key_end) = match known_key(b, i + 1) {
+                Some(known) => known,
+                None => {
+                    let (key_end, escaped) = string_end(b, i + 1).ok_or(ParseFailure::NotJson)?;
+                    let key = if escaped {
+                        key_index(
+                            decode(&b[i..=key_end])
+                                .ok_or(ParseFailure::NotJson)?
+                                .as_bytes(),
+                        )
+                    } else {
+                        key_index(&b[i + 1..key_end])
+                    };
+                    (key, key_end)
+                }
             };
             i = ws(b, key_end + 1);
             if b.get(i) != Some(&b':') {
@@ -135,6 +141,22 @@ fn key_index(key: &[u8]) -> usize {
         b"reject-reason" => REJECT_REASON,
         _ => OTHER,
     }
+}
+
+/// The plain keys every Stratum line uses, recognised by their bytes
+/// without a string scan: the member and the index of the closing quote.
+/// (A key spelt with escapes takes the general path and means the same.)
+#[inline(always)]
+fn known_key(b: &[u8], from: usize) -> Option<(usize, usize)> {
+    let (key, name): (usize, &[u8]) = match b.get(from)? {
+        b'i' => (ID, b"id\""),
+        b'm' => (METHOD, b"method\""),
+        b'p' => (PARAMS, b"params\""),
+        b'r' => (RESULT, b"result\""),
+        b'e' => (ERROR, b"error\""),
+        _ => return None,
+    };
+    (b.get(from..from + name.len())? == name).then_some((key, from + name.len() - 1))
 }
 
 /// A value that must be a string or null: `Some(Some(text))`, `Some(None)`
