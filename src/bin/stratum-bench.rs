@@ -77,6 +77,10 @@ struct Args {
     /// new miner connections per second (default 2000)
     #[argh(option, default = "2000.0")]
     connect_rate: f64,
+    /// spread the miners over this many accounts, round-robin (default 1):
+    /// each account is a `client_id` with its own metric series
+    #[argh(option, default = "1")]
+    accounts: usize,
 }
 
 /// What a scenario runs.
@@ -196,6 +200,14 @@ fn plan(args: &Args) -> Result<Plan, String> {
         plan.window = Duration::from_secs_f64(s);
     }
     Ok(plan)
+}
+
+/// The account names of `--accounts n`: the simulator's default for one.
+fn accounts(n: usize) -> Vec<String> {
+    match n {
+        0 | 1 => vec!["account".into()],
+        n => (0..n).map(|i| format!("account{i}")).collect(),
+    }
 }
 
 /// Resident memory of `pid`, in KiB (VmRSS).
@@ -491,6 +503,7 @@ async fn run(
     config.idle = plan.idle;
     config.connect_per_second = args.connect_rate;
     config.response_timeout = Duration::from_secs(30);
+    config.accounts = accounts(args.accounts);
     // A safety bound only: the bench stops the fleet itself.
     config.duration = Some(connect_time + SETTLE + plan.window + SLACK);
     let fleet = MinerSim::start(executor, config);
@@ -601,6 +614,7 @@ async fn run(
         "target": name,
         "ok": ok,
         "miners": plan.miners,
+        "accounts": args.accounts.max(1),
         "all_connected": ready,
         "miner_errors": report.totals.errors,
         "window_s": elapsed,
