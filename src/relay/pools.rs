@@ -1212,6 +1212,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// Every pool (this session's among them).
+    pub fn pools(&self) -> &Arc<Pools> {
+        &self.pools
+    }
+
     /// The pool.
     pub fn pool(&self) -> PoolId {
         self.pool.id
