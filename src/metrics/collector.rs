@@ -215,16 +215,13 @@ struct PoolMetrics {
     reconnects_sent: Counter,
 }
 
-/// Per-client handles and the totals `/status` shows.
+/// One client's figures on one pool: the totals `/status` shows, which
+/// [`Collector::render_clients`] also exports (per-client series are not
+/// registered with the exporter: its registry costs about 450 bytes per
+/// series, ten series per client and pool).
 pub struct ClientMetrics {
     id: Arc<str>,
     pool: String,
-    submits: Counter,
-    accepted: Counter,
-    /// Indexed like [`RejectReason::ALL`].
-    rejected: [Counter; 6],
-    difficulty: Gauge,
-    accepted_difficulty: Counter,
     totals: ClientTotals,
 }
 
@@ -237,22 +234,27 @@ struct ClientTotals {
     rejected_by_reason: [AtomicU64; 6],
     /// f64 bits: the exact (fractional) sum; the counter shows its floor.
     accepted_difficulty: AtomicU64,
+    /// f64 bits: the last difficulty the pool set for the client.
+    difficulty: AtomicU64,
 }
 
 impl ClientMetrics {
-    /// A client whose handles export nothing (the placeholder of miners not
-    /// yet relayed: nothing is metered before their pool is connected).
-    fn noop(id: &str, pool: &str) -> ClientMetrics {
+    /// A client of `pool`. Exported once it is in [`Collector::clients`];
+    /// the placeholder of miners not yet relayed never is (nothing is
+    /// metered before their pool is connected).
+    fn new(id: &str, pool: &str) -> ClientMetrics {
         ClientMetrics {
             id: Arc::from(id),
             pool: pool.to_owned(),
-            submits: Counter::noop(),
-            accepted: Counter::noop(),
-            rejected: RejectReason::ALL.map(|_| Counter::noop()),
-            difficulty: Gauge::noop(),
-            accepted_difficulty: Counter::noop(),
             totals: ClientTotals::default(),
         }
+    }
+
+    /// The pool set this difficulty for the client.
+    fn set_difficulty(&self, difficulty: f64) {
+        self.totals
+            .difficulty
+            .store(difficulty.to_bits(), Ordering::Relaxed);
     }
 
     fn add_accepted_difficulty(&self, difficulty: f64) {
@@ -265,11 +267,7 @@ impl ClientMetrics {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    // Counters are integers: export the floor of the exact sum.
-                    self.accepted_difficulty.absolute(next as u64);
-                    return;
-                }
+                Ok(_) => return,
                 Err(actual) => current = actual,
             }
         }
@@ -540,10 +538,7 @@ impl Collector {
         if let Some(client) = &per_pool[pool] {
             return client.clone();
         }
-        let r = Registrar {
-            recorder: &self.recorder,
-        };
-        let client = Arc::new(register_client(&r, &self.pool(pool).label, id));
+        let client = Arc::new(ClientMetrics::new(id, &self.pool(pool).label));
         per_pool[pool] = Some(client.clone());
         client
     }
@@ -742,6 +737,81 @@ impl Collector {
         out
     }
 
+    /// Appends the per-client series (`client_id` and `pool_host` labels:
+    /// submits, accepted and rejected shares, difficulty, accepted
+    /// difficulty) to a Prometheus text exposition, in the exporter's
+    /// format. They are kept as plain atomics in [`ClientMetrics`] rather
+    /// than registered with the exporter (see there).
+    pub fn render_clients(&self, out: &mut String) {
+        use metrics_exporter_prometheus::formatting::{
+            sanitize_label_value, write_help_line, write_type_line,
+        };
+        use std::fmt::Write as _;
+        let mut all: Vec<Arc<ClientMetrics>> = {
+            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            clients.values().flatten().flatten().cloned().collect()
+        };
+        if all.is_empty() {
+            return;
+        }
+        all.sort_by(|a, b| (&a.id, &a.pool).cmp(&(&b.id, &b.pool)));
+        let labels: Vec<String> = all
+            .iter()
+            .map(|c| {
+                format!(
+                    "client_id=\"{}\",pool_host=\"{}\"",
+                    sanitize_label_value(&c.id),
+                    sanitize_label_value(&c.pool)
+                )
+            })
+            .collect();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let family = |out: &mut String, name: &str, kind: &str| {
+            let help = METRICS
+                .iter()
+                .find(|m| m.name == name)
+                .map_or("", |m| m.help);
+            write_help_line(out, name, None, None, help);
+            write_type_line(out, name, None, None, kind);
+        };
+        type Value = fn(&ClientTotals) -> u64;
+        let counters: [(&str, Value); 3] = [
+            (SUBMITS_TOTAL, |t| t.submits.load(Ordering::Relaxed)),
+            (ACCEPTED_SHARES_TOTAL, |t| {
+                t.accepted.load(Ordering::Relaxed)
+            }),
+            // Counters are integers: the floor of the exact sum.
+            (ACCEPTED_DIFFICULTY_TOTAL, |t| {
+                f64::from_bits(t.accepted_difficulty.load(Ordering::Relaxed)) as u64
+            }),
+        ];
+        for (name, value) in counters {
+            family(out, name, "counter");
+            for (client, labels) in all.iter().zip(&labels) {
+                let _ = writeln!(out, "{name}{{{labels}}} {}", value(&client.totals));
+            }
+            out.push('\n');
+        }
+        family(out, REJECTED_SHARES_TOTAL, "counter");
+        for (client, labels) in all.iter().zip(&labels) {
+            for reason in RejectReason::ALL {
+                let _ = writeln!(
+                    out,
+                    "{REJECTED_SHARES_TOTAL}{{{labels},reason=\"{}\"}} {}",
+                    reason.as_str(),
+                    load(&client.totals.rejected_by_reason[reason as usize])
+                );
+            }
+        }
+        out.push('\n');
+        family(out, CURRENT_DIFFICULTY, "gauge");
+        for (client, labels) in all.iter().zip(&labels) {
+            let difficulty = f64::from_bits(load(&client.totals.difficulty));
+            let _ = writeln!(out, "{CURRENT_DIFFICULTY}{{{labels}}} {difficulty}");
+        }
+        out.push('\n');
+    }
+
     /// Counts one admin action (`stratum_admin_actions_total`): both labels
     /// come from fixed sets.
     pub fn count_admin_action(&self, action: &'static str, result: &'static str) {
@@ -774,7 +844,6 @@ impl Collector {
         // Counted as the pool counts it, whatever its id: a submit with a
         // null or missing id is still a share to the pool.
         if method.is_share_submit() {
-            conn.client.submits.increment(1);
             conn.client.totals.submits.fetch_add(1, Ordering::Relaxed);
         }
         // No id: no answer can be matched to it. A null id is tracked like
@@ -841,7 +910,6 @@ impl Collector {
             let client = &conn.client;
             match outcome {
                 Outcome::Accepted => {
-                    client.accepted.increment(1);
                     client.totals.accepted.fetch_add(1, Ordering::Relaxed);
                     if pending.difficulty > 0.0 {
                         client.add_accepted_difficulty(pending.difficulty);
@@ -869,7 +937,7 @@ impl Collector {
                     );
                 }
                 if conn.difficulty > 0.0 {
-                    client.difficulty.set(conn.difficulty);
+                    client.set_difficulty(conn.difficulty);
                 }
                 conn.client = client;
             }
@@ -880,7 +948,6 @@ impl Collector {
     fn reject(&self, conn: &ConnectionMeter, reason: RejectReason) {
         let client = &conn.client;
         // `RejectReason::ALL` lists the variants in declaration order.
-        client.rejected[reason as usize].increment(1);
         client.totals.rejected.fetch_add(1, Ordering::Relaxed);
         client.totals.rejected_by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
         conn.record.rejected(reason);
@@ -981,11 +1048,7 @@ fn register_pool_scoped(
     };
     PoolMetrics {
         label: pool.to_owned(),
-        unknown_client: Arc::new(if relayed {
-            register_client(r, pool, unknown_id)
-        } else {
-            ClientMetrics::noop(unknown_id, pool)
-        }),
+        unknown_client: Arc::new(ClientMetrics::new(unknown_id, pool)),
         connections: counter(CONNECTIONS_TOTAL, &p),
         active: gauge(ACTIVE_CONNECTIONS, &p),
         bytes_sent: counter(BYTES_SENT_TOTAL, &p),
@@ -1011,29 +1074,6 @@ fn register_pool_scoped(
         failover_lost: counter(FAILOVER_LOST_REQUESTS_TOTAL, &p),
         moves: counter(MOVES_TOTAL, &p),
         reconnects_sent: counter(RECONNECTS_SENT_TOTAL, &p),
-    }
-}
-
-fn register_client(r: &Registrar<'_>, pool: &str, id: &str) -> ClientMetrics {
-    let labels = [("client_id", id), ("pool_host", pool)];
-    ClientMetrics {
-        id: Arc::from(id),
-        pool: pool.to_owned(),
-        submits: r.counter(SUBMITS_TOTAL, &labels),
-        accepted: r.counter(ACCEPTED_SHARES_TOTAL, &labels),
-        rejected: RejectReason::ALL.map(|reason| {
-            r.counter(
-                REJECTED_SHARES_TOTAL,
-                &[
-                    ("client_id", id),
-                    ("pool_host", pool),
-                    ("reason", reason.as_str()),
-                ],
-            )
-        }),
-        difficulty: r.gauge(CURRENT_DIFFICULTY, &labels),
-        accepted_difficulty: r.counter(ACCEPTED_DIFFICULTY_TOTAL, &labels),
-        totals: ClientTotals::default(),
     }
 }
 
@@ -1087,6 +1127,13 @@ impl PoolListener for Collector {
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
         // Ids are handed out in order, so this is the next one.
         if pools.len() == pool {
+            // Its `_unknown` (or `_all`) client is exported from now on.
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            let per_pool = clients.entry(self.unknown_id.to_owned()).or_default();
+            if per_pool.len() <= pool {
+                per_pool.resize(pool + 1, None);
+            }
+            per_pool[pool].get_or_insert_with(|| metrics.unknown_client.clone());
             pools.push(metrics);
         }
         info!("pool {} ({}) added", spec.name, spec.addr);
@@ -1172,7 +1219,7 @@ impl Observer for Collector {
             } => {
                 if let Some(difficulty) = message.difficulty() {
                     conn.difficulty = difficulty;
-                    conn.client.difficulty.set(difficulty);
+                    conn.client.set_difficulty(difficulty);
                     conn.record.set_difficulty(difficulty);
                 }
             }
@@ -1473,6 +1520,78 @@ mod tests {
             );
         }
         assert!(collector.miners().is_empty());
+    }
+
+    /// Per-client series are rendered by the collector, not the exporter:
+    /// the same names, labels, values and format, every client and reason
+    /// from the first scrape on (zeros included), label values escaped.
+    #[test]
+    fn per_client_series_are_rendered_with_every_reason_and_escaped_labels() {
+        let collector = collector(10);
+        let accepted = r#"{"id":2,"result":true,"error":null}"#;
+        let mut alice = authorize(&collector, 1, "alice.rig1", accepted);
+        let mut odd = authorize(&collector, 2, "o\\\"d\\\\d.rig", accepted);
+        feed(
+            &collector,
+            &mut alice,
+            Direction::PoolToMiner,
+            r#"{"id":null,"method":"mining.set_difficulty","params":[512.5]}"#,
+        );
+        for (id, answer) in [
+            (3, r#"{"id":3,"result":true,"error":null}"#),
+            (4, r#"{"id":4,"result":true,"error":null}"#),
+            (
+                5,
+                r#"{"id":5,"result":null,"error":[21,"Job not found",null]}"#,
+            ),
+        ] {
+            let submit = format!(
+                r#"{{"id":{id},"method":"mining.submit","params":["alice.rig1","j","0","1","2"]}}"#
+            );
+            feed(&collector, &mut alice, Direction::MinerToPool, &submit);
+            feed(&collector, &mut alice, Direction::PoolToMiner, answer);
+        }
+        feed(
+            &collector,
+            &mut odd,
+            Direction::MinerToPool,
+            r#"{"id":3,"method":"mining.submit","params":["x","j","0","1","2"]}"#,
+        );
+        let mut out = String::new();
+        collector.render_clients(&mut out);
+        let a = r#"{client_id="alice",pool_host="pool"}"#;
+        for line in [
+            "# TYPE stratum_submits_total counter".to_owned(),
+            format!("stratum_submits_total{a} 3"),
+            format!("stratum_accepted_shares_total{a} 2"),
+            // 2 x 512.5, floored.
+            format!("stratum_accepted_difficulty_total{a} 1025"),
+            "# TYPE stratum_current_difficulty gauge".to_owned(),
+            format!("stratum_current_difficulty{a} 512.5"),
+            r#"stratum_rejected_shares_total{client_id="alice",pool_host="pool",reason="stale"} 1"#
+                .to_owned(),
+            r#"stratum_rejected_shares_total{client_id="alice",pool_host="pool",reason="other"} 0"#
+                .to_owned(),
+            r#"stratum_submits_total{client_id="o\"d\\d",pool_host="pool"} 1"#.to_owned(),
+            r#"stratum_submits_total{client_id="_unknown",pool_host="pool"} 0"#.to_owned(),
+        ] {
+            assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+        }
+        let help = out
+            .lines()
+            .filter(|l| l.starts_with("# HELP stratum_rejected_shares_total "))
+            .count();
+        assert_eq!(help, 1, "one family, one HELP line");
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.starts_with("stratum_rejected_shares_total"))
+                .count(),
+            3 * RejectReason::ALL.len(),
+            "every reason of every client (alice, the odd one, _unknown)"
+        );
+        // Nothing of theirs is left in the exporter's registry.
+        let exporter = collector.recorder.handle().render();
+        assert!(!exporter.contains("client_id="), "{exporter}");
     }
 
     #[test]
