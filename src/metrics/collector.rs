@@ -392,22 +392,20 @@ pub struct Collector {
     history: Mutex<History>,
 }
 
-/// What the collector keeps per connection.
+/// What the collector keeps per connection (in the relay's task: its id,
+/// address and difficulty are read from its registry record, not copied).
 pub struct ConnectionMeter {
-    id: u64,
-    peer: SocketAddr,
     /// The pool relayed to, once there is one.
     pool: Option<PoolId>,
     /// Its metrics ([`POOL_HOST_NONE`]'s before that).
     metrics: Arc<PoolMetrics>,
     client: Arc<ClientMetrics>,
-    difficulty: f64,
     pending: VecDeque<Pending>,
     /// The latest login in flight (kept apart from `pending`, which it
     /// would double in size). The label is registered only when the pool
     /// accepts it: a refused or unanswered name never takes one of the
     /// capped slots.
-    login: Option<Login>,
+    login: Option<Box<Login>>,
     /// Its entry in the live miner registry.
     record: Arc<MinerRecord>,
 }
@@ -859,19 +857,18 @@ impl Collector {
         let id_hash = hash_id(id.raw_bytes());
         if method.is_login() {
             conn.login = message.user().map(|user| {
+                let (id, peer) = (conn.record.id, conn.record.peer);
                 if log_peer(log::Level::Info, PeerLine::Authorizing) {
                     info!(
-                        "conn={} peer={} authorizing user={}",
-                        conn.id,
-                        conn.peer,
+                        "conn={id} peer={peer} authorizing user={}",
                         truncate(&user, 128)
                     );
                 }
-                Login {
+                Box::new(Login {
                     id_hash,
                     user: Box::from(truncate(&user, super::miners::MAX_WORKER_BYTES)),
                     client_id: self.client_id_for_user(&user).map(Box::from),
-                }
+                })
             });
         }
         if conn.pending.capacity() == 0 {
@@ -882,7 +879,7 @@ impl Collector {
         conn.pending.push_back(Pending {
             id_hash,
             sent_us: now_us,
-            difficulty: conn.difficulty,
+            difficulty: conn.record.difficulty(),
             method,
         });
         conn.metrics.pending.increment(1.0);
@@ -933,11 +930,12 @@ impl Collector {
                 if log_peer(log::Level::Info, PeerLine::Authorized) {
                     info!(
                         "conn={} peer={} authorized client_id={}",
-                        conn.id, conn.peer, client.id
+                        conn.record.id, conn.record.peer, client.id
                     );
                 }
-                if conn.difficulty > 0.0 {
-                    client.set_difficulty(conn.difficulty);
+                let difficulty = conn.record.difficulty();
+                if difficulty > 0.0 {
+                    client.set_difficulty(difficulty);
                 }
                 conn.client = client;
             }
@@ -965,7 +963,7 @@ impl Collector {
             conn.metrics.active.decrement(1.0);
         }
         self.totals.active.fetch_sub(1, Ordering::Relaxed);
-        self.miners.close(conn.id);
+        self.miners.close(conn.record.id);
         conn.metrics.duration.record(duration.as_secs_f64());
         self.sampled();
         match reason {
@@ -996,8 +994,8 @@ impl Collector {
         }
         info!(
             "conn={} peer={} closed by {:?}: {}{} after {:.1}s, {} bytes miner->pool, {} bytes pool->miner",
-            conn.id,
-            conn.peer,
+            conn.record.id,
+            conn.record.peer,
             reason.side(),
             reason.as_str(),
             detail,
@@ -1169,12 +1167,9 @@ impl Observer for Collector {
         // upstream connects (nothing is metered before that).
         let client = self.none.unknown_client.clone();
         ConnectionMeter {
-            id: info.id,
-            peer: info.peer,
             pool: None,
             metrics: self.none.clone(),
             client,
-            difficulty: 0.0,
             pending: VecDeque::new(),
             login: None,
             record: self.miners.open(info.id, info.peer, info.accepted_at),
@@ -1218,7 +1213,6 @@ impl Observer for Collector {
                 message,
             } => {
                 if let Some(difficulty) = message.difficulty() {
-                    conn.difficulty = difficulty;
                     conn.client.set_difficulty(difficulty);
                     conn.record.set_difficulty(difficulty);
                 }
@@ -1242,7 +1236,7 @@ impl Observer for Collector {
                     metrics.reachable.set(1.0);
                 }
                 conn.client = match self.options.client_id {
-                    ClientIdMode::PeerIp => self.client(&conn.peer.ip().to_string(), pool),
+                    ClientIdMode::PeerIp => self.client(&conn.record.peer.ip().to_string(), pool),
                     _ => metrics.unknown_client.clone(),
                 };
                 conn.record.set_pool(pool, Some(conn.client.id.clone()));
@@ -1269,8 +1263,8 @@ impl Observer for Collector {
                 if log_peer(log::Level::Warn, PeerLine::UpstreamFailed) {
                     warn!(
                         "conn={} peer={} pool {} unreachable ({}) after {:.3}s: {}",
-                        conn.id,
-                        conn.peer,
+                        conn.record.id,
+                        conn.record.peer,
                         metrics.label,
                         failure.as_str(),
                         latency.as_secs_f64(),
