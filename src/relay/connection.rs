@@ -120,7 +120,8 @@ async fn open<O: Observer>(
     };
     let order = pools.dial_order(local, peer);
     let mut tried = 0;
-    let (pool, session) = dial_next(&order, &mut tried, id, &pools, &limits, &mut conn).await?;
+    let (pool, session) =
+        dial_next(&miner, &order, &mut tried, id, &pools, &limits, &mut conn).await?;
     // Kept only while another pool could still answer instead.
     let redial = (tried < order.len()).then(|| {
         Box::new(Redial {
@@ -275,9 +276,11 @@ fn read_into(mut socket: &TcpStream, buffer: &mut [u8]) -> io::Result<Read> {
     }
 }
 
-/// Dials the pools of `order` from `*tried` on until one connects; reports
-/// each attempt. `None` (the miner closed) when every pool failed.
+/// Dials the pools of `order` from `*tried` on until one connects (its
+/// socket registered beside `miner`'s); reports each attempt. `None` (the
+/// miner closed) when every pool failed.
 async fn dial_next<O: Observer>(
+    miner: &Registered<TcpStream>,
     order: &[PoolId],
     tried: &mut usize,
     conn_id: u64,
@@ -289,7 +292,7 @@ async fn dial_next<O: Observer>(
     while let Some(&pool) = order.get(*tried) {
         *tried += 1;
         let started = Instant::now();
-        match connect(&pools.spec(pool).addr, limits.connect_timeout).await {
+        match connect(&pools.spec(pool).addr, limits.connect_timeout, miner).await {
             Ok((socket, addr)) => {
                 let _ = socket.get_ref().set_nodelay(true);
                 let _ = limits.keepalive.apply(socket.get_ref());
@@ -320,12 +323,13 @@ async fn dial_next<O: Observer>(
 async fn connect(
     upstream: &PoolAddr,
     timeout: Duration,
+    miner: &Registered<TcpStream>,
 ) -> Result<(Registered<TcpStream>, SocketAddr), (UpstreamFailure, io::Error)> {
     let attempt = async {
         let addrs = upstream.resolve().await?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for pool host");
         for addr in addrs {
-            match connect_to(addr).await {
+            match connect_to(addr, miner).await {
                 Ok(stream) => return Ok((stream, addr)),
                 Err(e) => last = e,
             }
@@ -349,8 +353,11 @@ async fn connect(
     })
 }
 
-/// Connects a non-blocking socket and waits for it on the reactor.
-async fn connect_to(addr: SocketAddr) -> io::Result<Registered<TcpStream>> {
+/// Connects a non-blocking socket beside `miner` and waits for it on the reactor.
+async fn connect_to(
+    addr: SocketAddr,
+    miner: &Registered<TcpStream>,
+) -> io::Result<Registered<TcpStream>> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto};
     let family = if addr.is_ipv4() {
         AddressFamily::INET
@@ -364,7 +371,7 @@ async fn connect_to(addr: SocketAddr) -> io::Result<Registered<TcpStream>> {
         Err(e) if e == rustix::io::Errno::INPROGRESS => {}
         Err(e) => return Err(e.into()),
     }
-    let stream = Registered::new(TcpStream::from(socket))?;
+    let stream = Registered::new_beside(TcpStream::from(socket), miner)?;
     std::future::poll_fn(|cx| stream.poll_writable(cx)).await?;
     match stream.get_ref().take_error()? {
         Some(error) => Err(error),
@@ -529,8 +536,12 @@ impl<O: Observer> Relay<O> {
                         self.conn.close(CloseReason::PoolClosed);
                         return;
                     };
+                    // The failed pool hears no more: its socket's readiness
+                    // bits are to be the next one's.
+                    self.sockets[1].deregister();
                     // Boxed: the connect future is large and short-lived.
                     let next = Box::pin(dial_next(
+                        &self.sockets[0],
                         &redial.order,
                         &mut redial.tried,
                         redial.conn_id,
