@@ -180,6 +180,8 @@ impl Registrar<'_> {
 
 /// Per-pool handles, registered once.
 struct PoolMetrics {
+    /// The pool ([`POOL_HOST_NONE`]'s: none).
+    id: Option<PoolId>,
     /// The `pool_host` label.
     label: String,
     /// Its `_unknown` (or `_all`) client.
@@ -395,9 +397,8 @@ pub struct Collector {
 /// What the collector keeps per connection (in the relay's task: its id,
 /// address and difficulty are read from its registry record, not copied).
 pub struct ConnectionMeter {
-    /// The pool relayed to, once there is one.
-    pool: Option<PoolId>,
-    /// Its metrics ([`POOL_HOST_NONE`]'s before that).
+    /// The metrics of the pool relayed to ([`POOL_HOST_NONE`]'s before
+    /// there is one; `metrics.id` says which).
     metrics: Arc<PoolMetrics>,
     client: Arc<ClientMetrics>,
     pending: VecDeque<Pending>,
@@ -445,9 +446,10 @@ impl Collector {
         let pools: Vec<Arc<PoolMetrics>> = options
             .pools
             .iter()
-            .map(|label| Arc::new(register_pool(&r, label, unknown_id)))
+            .enumerate()
+            .map(|(id, label)| Arc::new(register_pool(&r, id, label, unknown_id)))
             .collect();
-        let none = Arc::new(register_pool_scoped(&r, POOL_HOST_NONE, unknown_id, false));
+        let none = Arc::new(register_pool_scoped(&r, None, POOL_HOST_NONE, unknown_id));
         let pools_len = pools.len();
         let refused = [
             RefuseReason::MaxConnections,
@@ -921,7 +923,7 @@ impl Collector {
         } else if pending.method.is_login()
             && let Some(login) = conn.login.take_if(|login| login.id_hash == id_hash)
             && outcome == Outcome::Accepted
-            && let Some(pool) = conn.pool
+            && let Some(pool) = conn.metrics.id
         {
             if let Some(client_id) = &login.client_id
                 && let client = self.client(client_id, pool)
@@ -959,7 +961,7 @@ impl Collector {
         down: u64,
         reason: CloseReason,
     ) {
-        if conn.pool.is_some() {
+        if conn.metrics.id.is_some() {
             conn.metrics.active.decrement(1.0);
         }
         self.totals.active.fetch_sub(1, Ordering::Relaxed);
@@ -1007,20 +1009,21 @@ impl Collector {
 }
 
 /// Registers the handles of one pool.
-fn register_pool(r: &Registrar<'_>, pool: &str, unknown_id: &str) -> PoolMetrics {
-    register_pool_scoped(r, pool, unknown_id, true)
+fn register_pool(r: &Registrar<'_>, id: PoolId, pool: &str, unknown_id: &str) -> PoolMetrics {
+    register_pool_scoped(r, Some(id), pool, unknown_id)
 }
 
-/// Registers the handles of one pool. For [`POOL_HOST_NONE`] (`relayed`
-/// false) only what can happen before a miner is relayed is exported, its
+/// Registers the handles of one pool. For [`POOL_HOST_NONE`] (`id` none)
+/// only what can happen before a miner is relayed is exported, its
 /// handshake timeouts and lifetimes: no client, byte, share or reachability
 /// series for a pool that is not one.
 fn register_pool_scoped(
     r: &Registrar<'_>,
+    id: Option<PoolId>,
     pool: &str,
     unknown_id: &str,
-    relayed: bool,
 ) -> PoolMetrics {
+    let relayed = id.is_some();
     let p = [("pool_host", pool)];
     let with = |k: &'static str, v: &'static str| [("pool_host", pool), (k, v)];
     let counter = |name, labels: &[(&'static str, &str)]| {
@@ -1045,6 +1048,7 @@ fn register_pool_scoped(
         }
     };
     PoolMetrics {
+        id,
         label: pool.to_owned(),
         unknown_client: Arc::new(ClientMetrics::new(unknown_id, pool)),
         connections: counter(CONNECTIONS_TOTAL, &p),
@@ -1120,7 +1124,7 @@ impl PoolListener for Collector {
         let r = Registrar {
             recorder: &self.recorder,
         };
-        let metrics = Arc::new(register_pool(&r, &spec.name, self.unknown_id));
+        let metrics = Arc::new(register_pool(&r, pool, &spec.name, self.unknown_id));
         metrics.reachable.set(1.0);
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
         // Ids are handed out in order, so this is the next one.
@@ -1167,7 +1171,6 @@ impl Observer for Collector {
         // upstream connects (nothing is metered before that).
         let client = self.none.unknown_client.clone();
         ConnectionMeter {
-            pool: None,
             metrics: self.none.clone(),
             client,
             pending: VecDeque::new(),
@@ -1222,11 +1225,10 @@ impl Observer for Collector {
                 conn.metrics.parse_failures[direction as usize].increment(1);
             }
             Event::UpstreamConnected { pool, latency, .. } => {
-                if conn.pool.is_some() {
+                if conn.metrics.id.is_some() {
                     // Dialled again: the first pool closed before answering.
                     conn.metrics.active.decrement(1.0);
                 }
-                conn.pool = Some(pool);
                 conn.metrics = self.pool(pool);
                 let metrics = &conn.metrics;
                 metrics.connections.increment(1);

@@ -79,7 +79,20 @@ pub(crate) fn serve<O: Observer, K: Send + 'static>(
         // temporary kept across the next await) would be stored twice.
         let mut relay = opening.await;
         if let Some(relay) = relay.as_mut() {
-            relay.run().await;
+            loop {
+                match std::future::poll_fn(|cx| relay.poll_relay(cx)).await {
+                    Ended::Closed(reason) => {
+                        relay.conn.close(reason);
+                        break;
+                    }
+                    // Boxed, like the opening: a dial's state is short-lived.
+                    Ended::Redial(failure) => {
+                        if !Box::pin(relay.redial_next(failure)).await {
+                            break;
+                        }
+                    }
+                }
+            }
         }
         drop(keep);
     }
@@ -509,54 +522,45 @@ fn error_on(socket: usize, error: &io::Error) -> CloseReason {
 }
 
 impl<O: Observer> Relay<O> {
-    /// Relays until the connection ends, dialling the next pool when one
-    /// fails before its first byte.
-    async fn run(&mut self) {
-        loop {
-            match std::future::poll_fn(|cx| self.poll_relay(cx)).await {
-                Ended::Closed(reason) => {
-                    self.conn.close(reason);
-                    return;
-                }
-                Ended::Redial(failure) => {
-                    let pool = self.session.pool();
-                    let pools = self.session.pools().clone();
-                    pools.dial_failed(pool);
-                    self.conn.emit(Event::UpstreamFailed {
-                        pool,
-                        failure,
-                        latency: Duration::ZERO,
-                        error: &io::Error::new(
-                            io::ErrorKind::ConnectionReset,
-                            "the pool closed before its first byte",
-                        ),
-                    });
-                    // `may_redial` said there is one.
-                    let Some(redial) = self.redial.as_mut() else {
-                        self.conn.close(CloseReason::PoolClosed);
-                        return;
-                    };
-                    // The failed pool hears no more: its socket's readiness
-                    // bits are to be the next one's.
-                    self.sockets[1].deregister();
-                    // Boxed: the connect future is large and short-lived.
-                    let next = Box::pin(dial_next(
-                        &self.sockets[0],
-                        &redial.order,
-                        &mut redial.tried,
-                        redial.conn_id,
-                        &pools,
-                        &self.limits,
-                        &mut self.conn,
-                    ))
-                    .await;
-                    let Some((socket, session)) = next else {
-                        return;
-                    };
-                    self.redial(socket, session);
-                }
-            }
-        }
+    /// Dials the next pool after the current one failed before its first
+    /// byte (reported as `failure`); whether relaying goes on (else the
+    /// close was reported).
+    async fn redial_next(&mut self, failure: UpstreamFailure) -> bool {
+        let pool = self.session.pool();
+        let pools = self.session.pools().clone();
+        pools.dial_failed(pool);
+        self.conn.emit(Event::UpstreamFailed {
+            pool,
+            failure,
+            latency: Duration::ZERO,
+            error: &io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the pool closed before its first byte",
+            ),
+        });
+        // `may_redial` said there is one.
+        let Some(redial) = self.redial.as_mut() else {
+            self.conn.close(CloseReason::PoolClosed);
+            return false;
+        };
+        // The failed pool hears no more: its socket's readiness bits are
+        // to be the next one's.
+        self.sockets[1].deregister();
+        let next = dial_next(
+            &self.sockets[0],
+            &redial.order,
+            &mut redial.tried,
+            redial.conn_id,
+            &pools,
+            &self.limits,
+            &mut self.conn,
+        )
+        .await;
+        let Some((socket, session)) = next else {
+            return false;
+        };
+        self.redial(socket, session);
+        true
     }
 
     /// Whether the pool failing now may be answered by another pool.
