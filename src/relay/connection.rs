@@ -75,21 +75,23 @@ pub(crate) fn serve<O: Observer, K: Send + 'static>(
     // connection for its whole life; the task keeps only the `Relay`.
     let opening = Box::pin(open(miner, info, pools, limits, observer));
     async move {
-        // Relayed in place: a relay moved out of the `Option` (or a
-        // temporary kept across the next await) would be stored twice.
-        let mut relay = opening.await;
-        if let Some(relay) = relay.as_mut() {
-            loop {
-                match std::future::poll_fn(|cx| relay.poll_relay(cx)).await {
-                    Ended::Closed(reason) => {
-                        relay.conn.close(reason);
+        // `let else`: the awaited `Option` is a temporary of this statement
+        // only (an `if let` would keep it, a second relay, across the
+        // awaits below).
+        let Some(mut relay) = opening.await else {
+            drop(keep);
+            return;
+        };
+        loop {
+            match std::future::poll_fn(|cx| relay.poll_relay(cx)).await {
+                Ended::Closed(reason) => {
+                    relay.conn.close(reason);
+                    break;
+                }
+                // Boxed, like the opening: a dial's state is short-lived.
+                Ended::Redial(failure) => {
+                    if !Box::pin(relay.redial_next(failure)).await {
                         break;
-                    }
-                    // Boxed, like the opening: a dial's state is short-lived.
-                    Ended::Redial(failure) => {
-                        if !Box::pin(relay.redial_next(failure)).await {
-                            break;
-                        }
                     }
                 }
             }
