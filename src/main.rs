@@ -392,6 +392,7 @@ fn demo(args: &cli::DemoArgs) -> ExitCode {
         },
     ));
     let upkeep = prometheus.clone();
+    let exported = collector.clone();
     let options = demo::DemoOptions {
         miners: args.miners as usize,
         seconds: args.seconds,
@@ -404,8 +405,9 @@ fn demo(args: &cli::DemoArgs) -> ExitCode {
         Ok(_) => {
             // What a Prometheus scrape of this run would have seen.
             println!("\nexported metrics (excerpt):");
-            prometheus
-                .render()
+            let mut rendered = prometheus.render();
+            exported.render_clients(&mut rendered);
+            rendered
                 .lines()
                 .filter(|l| {
                     !l.starts_with('#')

@@ -48,6 +48,10 @@ const WRITABLE: u8 = 2;
 /// the short read that takes that data: no new edge follows.
 const READ_CLOSED: u8 = 4;
 const WRITE_CLOSED: u8 = 8;
+/// The four bits of one socket; a second socket of the same task (see
+/// [`Registered::new_beside`]) has them shifted by [`SECOND_SHIFT`].
+const SOCKET_BITS: u8 = 0xf;
+const SECOND_SHIFT: u8 = 4;
 
 /// The epoll key of a reactor's wakeup eventfd.
 const WAKE_KEY: u64 = u64::MAX;
@@ -76,24 +80,29 @@ struct Slab {
 
 struct Slot {
     generation: u32,
+    /// Where this socket's bits are in `source.ready`.
+    shift: u8,
     source: Option<Arc<Source>>,
 }
 
-/// What an event updates and a task polls.
+/// What an event updates and a task polls: one per task, for up to two
+/// sockets (a relay's miner and pool), four readiness bits each.
 struct Source {
     ready: AtomicU8,
-    /// The task waiting on this source. A socket belongs to one task, which
-    /// waits for reading and writing with the same waker, so one slot does.
+    /// The task waiting on this source. Its sockets belong to one task,
+    /// which waits for reading and writing with the same waker, so one
+    /// slot does.
     waker: Mutex<Option<Waker>>,
 }
 
 impl Slab {
-    fn insert(&mut self, source: Arc<Source>) -> u64 {
+    fn insert(&mut self, source: Arc<Source>, shift: u8) -> u64 {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
                 self.slots.push(Slot {
                     generation: 0,
+                    shift: 0,
                     source: None,
                 });
                 u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 sources")
@@ -101,15 +110,17 @@ impl Slab {
         };
         let slot = &mut self.slots[index as usize];
         slot.source = Some(source);
+        slot.shift = shift;
         u64::from(slot.generation) << 32 | u64::from(index)
     }
 
-    fn get(&self, key: u64) -> Option<&Arc<Source>> {
+    /// The source of `key` and the shift of its bits.
+    fn get(&self, key: u64) -> Option<(&Arc<Source>, u8)> {
         let slot = self.slots.get((key & 0xffff_ffff) as usize)?;
         if u64::from(slot.generation) != key >> 32 {
             return None;
         }
-        slot.source.as_ref()
+        Some((slot.source.as_ref()?, slot.shift))
     }
 
     fn remove(&mut self, key: u64) {
@@ -181,7 +192,7 @@ impl Reactor {
                     let _ = rustix::io::read(&self.wake, &mut count);
                     continue;
                 }
-                let Some(source) = sources.get(key) else {
+                let Some((source, shift)) = sources.get(key) else {
                     continue;
                 };
                 let flags = event.flags;
@@ -198,7 +209,7 @@ impl Reactor {
                 if flags.intersects(EventFlags::HUP | EventFlags::ERR) {
                     bits |= READABLE | WRITABLE | READ_CLOSED | WRITE_CLOSED;
                 }
-                source.ready.fetch_or(bits, Ordering::AcqRel);
+                source.ready.fetch_or(bits << shift, Ordering::AcqRel);
                 if let Some(waker) = lock(&source.waker).as_ref() {
                     wakers.push(waker.clone());
                 }
@@ -337,17 +348,38 @@ pub struct Registered<T: AsFd> {
     reactor: Arc<Reactor>,
     key: u64,
     io: T,
+    /// Where its bits are in `source.ready`.
+    shift: u8,
 }
 
 impl<T: AsFd> Registered<T> {
     /// Registers `io` (non-blocking) with this thread's reactor.
     pub fn new(io: T) -> io::Result<Registered<T>> {
-        let reactor = current()?;
         let source = Arc::new(Source {
             ready: AtomicU8::new(0),
             waker: Mutex::new(None),
         });
-        let key = reactor.sources().insert(source.clone());
+        Registered::register(io, source, 0)
+    }
+
+    /// Registers `io` for the task that owns `first` (registered with
+    /// [`new`](Self::new)): the two share one readiness record and waker,
+    /// one allocation per task instead of one per socket. At most one
+    /// socket is beside `first` at a time (a relay's pool, replaced on a
+    /// redial after the previous one was dropped).
+    pub fn new_beside<U: AsFd>(io: T, first: &Registered<U>) -> io::Result<Registered<T>> {
+        debug_assert_eq!(first.shift, 0, "beside a first socket only");
+        let source = first.source.clone();
+        // Bits left by a previous socket in this place are not this one's.
+        source
+            .ready
+            .fetch_and(!(SOCKET_BITS << SECOND_SHIFT), Ordering::AcqRel);
+        Registered::register(io, source, SECOND_SHIFT)
+    }
+
+    fn register(io: T, source: Arc<Source>, shift: u8) -> io::Result<Registered<T>> {
+        let reactor = current()?;
+        let key = reactor.sources().insert(source.clone(), shift);
         let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
         if let Err(e) = epoll::add(&reactor.epoll, &io, EventData::new_u64(key), flags) {
             reactor.sources().remove(key);
@@ -358,6 +390,7 @@ impl<T: AsFd> Registered<T> {
             reactor,
             key,
             io,
+            shift,
         })
     }
 
@@ -380,6 +413,7 @@ impl<T: AsFd> Registered<T> {
 
     /// Takes `bit`, or sees the sticky `closed` bit, or waits.
     fn poll_ready(&self, bit: u8, closed: u8, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (bit, closed) = (bit << self.shift, closed << self.shift);
         let ready = &self.source.ready;
         let now = ready.load(Ordering::Acquire);
         if now & closed != 0 {
@@ -405,11 +439,29 @@ impl<T: AsFd> Registered<T> {
     }
 }
 
+impl<T: AsFd> Registered<T> {
+    /// Stops taking events for `io` (it stays open until dropped): no
+    /// event of it can touch the readiness bits afterwards, so a socket
+    /// registered beside the same first one may take its place.
+    pub fn deregister(&mut self) {
+        if self.key == DEREGISTERED {
+            return;
+        }
+        let _ = epoll::delete(&self.reactor.epoll, &self.io);
+        // A later generation: an event already taken from the kernel for
+        // this key is dropped.
+        self.reactor.sources().remove(self.key);
+        self.key = DEREGISTERED;
+    }
+}
+
+/// The key of a [`Registered`] that no longer takes events.
+const DEREGISTERED: u64 = u64::MAX - 1;
+
 impl<T: AsFd> Drop for Registered<T> {
     fn drop(&mut self) {
         // Before `io` is closed (fields drop after this body).
-        let _ = epoll::delete(&self.reactor.epoll, &self.io);
-        self.reactor.sources().remove(self.key);
+        self.deregister();
     }
 }
 
@@ -445,6 +497,44 @@ mod tests {
             }
         }
         got
+    }
+
+    /// Two sockets of one task share one readiness record, each with its
+    /// own bits; a socket put beside the first after the previous one was
+    /// deregistered inherits none of its bits (a closed one's sticky bits
+    /// would make every poll ready).
+    #[test]
+    fn sockets_beside_each_other_keep_their_own_readiness() {
+        let (_a1, b1) = pair();
+        let (mut a2, b2) = pair();
+        let (mut a3, b3) = pair();
+        block_on(async {
+            let first = Registered::new(b1).unwrap();
+            let mut second = Registered::new_beside(b2, &first).unwrap();
+            a2.write_all(b"x").unwrap();
+            assert_eq!(read_exact(&second, 1).await, b"x");
+            drop(a2);
+            // The peer's close reaches the second socket only.
+            let mut buffer = [0u8; 8];
+            std::future::poll_fn(|cx| second.poll_readable(cx))
+                .await
+                .unwrap();
+            assert_eq!(second.get_ref().read(&mut buffer).unwrap(), 0);
+            let waker = Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            assert!(first.poll_readable(&mut cx).is_pending());
+            second.deregister();
+            let third = Registered::new_beside(b3, &first).unwrap();
+            // Writable at once (a fresh connected socket), readable not yet.
+            std::future::poll_fn(|cx| third.poll_writable(cx))
+                .await
+                .unwrap();
+            assert!(third.poll_readable(&mut cx).is_pending(), "stale bits");
+            assert!(first.poll_readable(&mut cx).is_pending());
+            a3.write_all(b"y").unwrap();
+            assert_eq!(read_exact(&third, 1).await, b"y");
+            drop(second);
+        });
     }
 
     #[test]
@@ -573,9 +663,9 @@ mod tests {
                 waker: Mutex::new(None),
             })
         };
-        let first = slab.insert(source());
+        let first = slab.insert(source(), 0);
         slab.remove(first);
-        let second = slab.insert(source());
+        let second = slab.insert(source(), 0);
         assert_eq!(first & 0xffff_ffff, second & 0xffff_ffff, "slot reused");
         assert!(slab.get(first).is_none(), "stale key must miss");
         assert!(slab.get(second).is_some());

@@ -7,6 +7,7 @@
 //! lock, no allocation (histogram samples go to the exporter's lock-free
 //! bucket, which allocates one block per 64 samples until upkeep drains it).
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -180,6 +181,8 @@ impl Registrar<'_> {
 
 /// Per-pool handles, registered once.
 struct PoolMetrics {
+    /// The pool ([`POOL_HOST_NONE`]'s: none).
+    id: Option<PoolId>,
     /// The `pool_host` label.
     label: String,
     /// Its `_unknown` (or `_all`) client.
@@ -215,16 +218,13 @@ struct PoolMetrics {
     reconnects_sent: Counter,
 }
 
-/// Per-client handles and the totals `/status` shows.
+/// One client's figures on one pool: the totals `/status` shows, which
+/// [`Collector::render_clients`] also exports (per-client series are not
+/// registered with the exporter: its registry costs about 450 bytes per
+/// series, ten series per client and pool).
 pub struct ClientMetrics {
     id: Arc<str>,
     pool: String,
-    submits: Counter,
-    accepted: Counter,
-    /// Indexed like [`RejectReason::ALL`].
-    rejected: [Counter; 6],
-    difficulty: Gauge,
-    accepted_difficulty: Counter,
     totals: ClientTotals,
 }
 
@@ -237,22 +237,27 @@ struct ClientTotals {
     rejected_by_reason: [AtomicU64; 6],
     /// f64 bits: the exact (fractional) sum; the counter shows its floor.
     accepted_difficulty: AtomicU64,
+    /// f64 bits: the last difficulty the pool set for the client.
+    difficulty: AtomicU64,
 }
 
 impl ClientMetrics {
-    /// A client whose handles export nothing (the placeholder of miners not
-    /// yet relayed: nothing is metered before their pool is connected).
-    fn noop(id: &str, pool: &str) -> ClientMetrics {
+    /// A client of `pool`. Exported once it is in [`Collector::clients`];
+    /// the placeholder of miners not yet relayed never is (nothing is
+    /// metered before their pool is connected).
+    fn new(id: &str, pool: &str) -> ClientMetrics {
         ClientMetrics {
             id: Arc::from(id),
             pool: pool.to_owned(),
-            submits: Counter::noop(),
-            accepted: Counter::noop(),
-            rejected: RejectReason::ALL.map(|_| Counter::noop()),
-            difficulty: Gauge::noop(),
-            accepted_difficulty: Counter::noop(),
             totals: ClientTotals::default(),
         }
+    }
+
+    /// The pool set this difficulty for the client.
+    fn set_difficulty(&self, difficulty: f64) {
+        self.totals
+            .difficulty
+            .store(difficulty.to_bits(), Ordering::Relaxed);
     }
 
     fn add_accepted_difficulty(&self, difficulty: f64) {
@@ -265,11 +270,7 @@ impl ClientMetrics {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    // Counters are integers: export the floor of the exact sum.
-                    self.accepted_difficulty.absolute(next as u64);
-                    return;
-                }
+                Ok(_) => return,
                 Err(actual) => current = actual,
             }
         }
@@ -394,33 +395,33 @@ pub struct Collector {
     history: Mutex<History>,
 }
 
-/// What the collector keeps per connection.
+/// What the collector keeps per connection (in the relay's task: its id,
+/// address and difficulty are read from its registry record, not copied).
 pub struct ConnectionMeter {
-    id: u64,
-    peer: SocketAddr,
-    /// The pool relayed to, once there is one.
-    pool: Option<PoolId>,
-    /// Its metrics ([`POOL_HOST_NONE`]'s before that).
+    /// The metrics of the pool relayed to ([`POOL_HOST_NONE`]'s before
+    /// there is one; `metrics.id` says which).
     metrics: Arc<PoolMetrics>,
     client: Arc<ClientMetrics>,
-    difficulty: f64,
     pending: VecDeque<Pending>,
     /// The latest login in flight (kept apart from `pending`, which it
     /// would double in size). The label is registered only when the pool
     /// accepts it: a refused or unanswered name never takes one of the
     /// capped slots.
-    login: Option<Login>,
+    login: Option<Box<Login>>,
     /// Its entry in the live miner registry.
     record: Arc<MinerRecord>,
-    /// What this read's lines add to shared counters so far.
-    batch: Batch,
 }
 
 /// What the lines of one read add to the shared counters, applied once per
 /// read ([`Observer::lines_done`]) instead of once per line: each shared
 /// update is an atomic instruction (a compare-and-swap loop for the float
 /// ones), and at saturation one read holds dozens of lines.
-#[derive(Default, PartialEq)]
+///
+/// Kept per executor thread, not per connection (where it would cost 32
+/// bytes a miner): the relay reports the lines of one read without a pause
+/// and then calls `lines_done`, so the thread's batch only ever holds one
+/// connection's lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Batch {
     submits: u32,
     accepted: u32,
@@ -431,6 +432,32 @@ struct Batch {
     samples: u32,
     /// Sum of the difficulty of the accepted shares.
     accepted_difficulty: f64,
+}
+
+impl Batch {
+    const EMPTY: Batch = Batch {
+        submits: 0,
+        accepted: 0,
+        pending: 0,
+        expired: 0,
+        samples: 0,
+        accepted_difficulty: 0.0,
+    };
+}
+
+thread_local! {
+    /// The batch of the read being metered on this thread.
+    static BATCH: Cell<Batch> = const { Cell::new(Batch::EMPTY) };
+}
+
+/// Adds to this thread's batch.
+#[inline]
+fn batch(add: impl FnOnce(&mut Batch)) {
+    BATCH.with(|cell| {
+        let mut batch = cell.get();
+        add(&mut batch);
+        cell.set(batch);
+    });
 }
 
 /// An authorize waiting for its answer.
@@ -468,9 +495,10 @@ impl Collector {
         let pools: Vec<Arc<PoolMetrics>> = options
             .pools
             .iter()
-            .map(|label| Arc::new(register_pool(&r, label, unknown_id)))
+            .enumerate()
+            .map(|(id, label)| Arc::new(register_pool(&r, id, label, unknown_id)))
             .collect();
-        let none = Arc::new(register_pool_scoped(&r, POOL_HOST_NONE, unknown_id, false));
+        let none = Arc::new(register_pool_scoped(&r, None, POOL_HOST_NONE, unknown_id));
         let pools_len = pools.len();
         let refused = [
             RefuseReason::MaxConnections,
@@ -559,10 +587,7 @@ impl Collector {
         if let Some(client) = &per_pool[pool] {
             return client.clone();
         }
-        let r = Registrar {
-            recorder: &self.recorder,
-        };
-        let client = Arc::new(register_client(&r, &self.pool(pool).label, id));
+        let client = Arc::new(ClientMetrics::new(id, &self.pool(pool).label));
         per_pool[pool] = Some(client.clone());
         client
     }
@@ -592,17 +617,15 @@ impl Collector {
 
     /// Applies what the lines of one read counted (see [`Batch`]).
     fn apply_batch(&self, conn: &mut ConnectionMeter, at: Instant) {
-        let batch = std::mem::take(&mut conn.batch);
+        let batch = BATCH.with(|cell| cell.replace(Batch::EMPTY));
         let client = &conn.client;
         if batch.submits > 0 {
-            client.submits.increment(u64::from(batch.submits));
             client
                 .totals
                 .submits
                 .fetch_add(u64::from(batch.submits), Ordering::Relaxed);
         }
         if batch.accepted > 0 {
-            client.accepted.increment(u64::from(batch.accepted));
             client
                 .totals
                 .accepted
@@ -796,6 +819,81 @@ impl Collector {
         out
     }
 
+    /// Appends the per-client series (`client_id` and `pool_host` labels:
+    /// submits, accepted and rejected shares, difficulty, accepted
+    /// difficulty) to a Prometheus text exposition, in the exporter's
+    /// format. They are kept as plain atomics in [`ClientMetrics`] rather
+    /// than registered with the exporter (see there).
+    pub fn render_clients(&self, out: &mut String) {
+        use metrics_exporter_prometheus::formatting::{
+            sanitize_label_value, write_help_line, write_type_line,
+        };
+        use std::fmt::Write as _;
+        let mut all: Vec<Arc<ClientMetrics>> = {
+            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            clients.values().flatten().flatten().cloned().collect()
+        };
+        if all.is_empty() {
+            return;
+        }
+        all.sort_by(|a, b| (&a.id, &a.pool).cmp(&(&b.id, &b.pool)));
+        let labels: Vec<String> = all
+            .iter()
+            .map(|c| {
+                format!(
+                    "client_id=\"{}\",pool_host=\"{}\"",
+                    sanitize_label_value(&c.id),
+                    sanitize_label_value(&c.pool)
+                )
+            })
+            .collect();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let family = |out: &mut String, name: &str, kind: &str| {
+            let help = METRICS
+                .iter()
+                .find(|m| m.name == name)
+                .map_or("", |m| m.help);
+            write_help_line(out, name, None, None, help);
+            write_type_line(out, name, None, None, kind);
+        };
+        type Value = fn(&ClientTotals) -> u64;
+        let counters: [(&str, Value); 3] = [
+            (SUBMITS_TOTAL, |t| t.submits.load(Ordering::Relaxed)),
+            (ACCEPTED_SHARES_TOTAL, |t| {
+                t.accepted.load(Ordering::Relaxed)
+            }),
+            // Counters are integers: the floor of the exact sum.
+            (ACCEPTED_DIFFICULTY_TOTAL, |t| {
+                f64::from_bits(t.accepted_difficulty.load(Ordering::Relaxed)) as u64
+            }),
+        ];
+        for (name, value) in counters {
+            family(out, name, "counter");
+            for (client, labels) in all.iter().zip(&labels) {
+                let _ = writeln!(out, "{name}{{{labels}}} {}", value(&client.totals));
+            }
+            out.push('\n');
+        }
+        family(out, REJECTED_SHARES_TOTAL, "counter");
+        for (client, labels) in all.iter().zip(&labels) {
+            for reason in RejectReason::ALL {
+                let _ = writeln!(
+                    out,
+                    "{REJECTED_SHARES_TOTAL}{{{labels},reason=\"{}\"}} {}",
+                    reason.as_str(),
+                    load(&client.totals.rejected_by_reason[reason as usize])
+                );
+            }
+        }
+        out.push('\n');
+        family(out, CURRENT_DIFFICULTY, "gauge");
+        for (client, labels) in all.iter().zip(&labels) {
+            let difficulty = f64::from_bits(load(&client.totals.difficulty));
+            let _ = writeln!(out, "{CURRENT_DIFFICULTY}{{{labels}}} {difficulty}");
+        }
+        out.push('\n');
+    }
+
     /// Counts one admin action (`stratum_admin_actions_total`): both labels
     /// come from fixed sets.
     pub fn count_admin_action(&self, action: &'static str, result: &'static str) {
@@ -818,8 +916,10 @@ impl Collector {
                 break;
             }
             conn.pending.pop_front();
-            conn.batch.pending -= 1;
-            conn.batch.expired += 1;
+            batch(|b| {
+                b.pending -= 1;
+                b.expired += 1;
+            });
         }
     }
 
@@ -828,7 +928,7 @@ impl Collector {
         // Counted as the pool counts it, whatever its id: a submit with a
         // null or missing id is still a share to the pool.
         if method.is_share_submit() {
-            conn.batch.submits += 1;
+            batch(|b| b.submits += 1);
         }
         // No id: no answer can be matched to it. A null id is tracked like
         // any other (a pool that answers with id null is matched oldest first).
@@ -837,25 +937,26 @@ impl Collector {
         self.expire(conn, now_us);
         if conn.pending.len() >= MAX_PENDING_REQUESTS {
             conn.pending.pop_front();
-            conn.batch.pending -= 1;
-            conn.batch.expired += 1;
+            batch(|b| {
+                b.pending -= 1;
+                b.expired += 1;
+            });
         }
         let id_hash = hash_id(id.raw_bytes());
         if method.is_login() {
             conn.login = message.user().map(|user| {
+                let (id, peer) = (conn.record.id, conn.record.peer);
                 if log_peer(log::Level::Info, PeerLine::Authorizing) {
                     info!(
-                        "conn={} peer={} authorizing user={}",
-                        conn.id,
-                        conn.peer,
+                        "conn={id} peer={peer} authorizing user={}",
                         truncate(&user, 128)
                     );
                 }
-                Login {
+                Box::new(Login {
                     id_hash,
                     user: Box::from(truncate(&user, super::miners::MAX_WORKER_BYTES)),
                     client_id: self.client_id_for_user(&user).map(Box::from),
-                }
+                })
             });
         }
         if conn.pending.capacity() == 0 {
@@ -866,10 +967,10 @@ impl Collector {
         conn.pending.push_back(Pending {
             id_hash,
             sent_us: now_us,
-            difficulty: conn.difficulty,
+            difficulty: conn.record.difficulty(),
             method,
         });
-        conn.batch.pending += 1;
+        batch(|b| b.pending += 1);
     }
 
     fn response(&self, conn: &mut ConnectionMeter, message: &Message<'_>, at: Instant) {
@@ -882,19 +983,23 @@ impl Collector {
         let Some(pending) = conn.pending.remove(index) else {
             return;
         };
-        conn.batch.pending -= 1;
+        batch(|b| {
+            b.pending -= 1;
+            b.samples += 1;
+        });
         let waited_us = self.us_since_start(at).saturating_sub(pending.sent_us);
         // `Method::ALL` lists the variants in declaration order.
         conn.metrics.request_response[pending.method as usize].record(waited_us as f64 / 1e6);
-        conn.batch.samples += 1;
         let outcome = message.outcome();
         if pending.method.is_share_submit() {
             match outcome {
                 Outcome::Accepted => {
-                    conn.batch.accepted += 1;
-                    if pending.difficulty > 0.0 {
-                        conn.batch.accepted_difficulty += pending.difficulty;
-                    }
+                    batch(|b| {
+                        b.accepted += 1;
+                        if pending.difficulty > 0.0 {
+                            b.accepted_difficulty += pending.difficulty;
+                        }
+                    });
                 }
                 Outcome::Rejected(ref error) => {
                     self.reject(conn, RejectReason::classify(error));
@@ -904,7 +1009,7 @@ impl Collector {
         } else if pending.method.is_login()
             && let Some(login) = conn.login.take_if(|login| login.id_hash == id_hash)
             && outcome == Outcome::Accepted
-            && let Some(pool) = conn.pool
+            && let Some(pool) = conn.metrics.id
         {
             if let Some(client_id) = &login.client_id
                 && let client = self.client(client_id, pool)
@@ -913,11 +1018,12 @@ impl Collector {
                 if log_peer(log::Level::Info, PeerLine::Authorized) {
                     info!(
                         "conn={} peer={} authorized client_id={}",
-                        conn.id, conn.peer, client.id
+                        conn.record.id, conn.record.peer, client.id
                     );
                 }
-                if conn.difficulty > 0.0 {
-                    client.difficulty.set(conn.difficulty);
+                let difficulty = conn.record.difficulty();
+                if difficulty > 0.0 {
+                    client.set_difficulty(difficulty);
                 }
                 // What this read counted so far was the previous client's.
                 self.apply_batch(conn, at);
@@ -930,7 +1036,6 @@ impl Collector {
     fn reject(&self, conn: &ConnectionMeter, reason: RejectReason) {
         let client = &conn.client;
         // `RejectReason::ALL` lists the variants in declaration order.
-        client.rejected[reason as usize].increment(1);
         client.totals.rejected.fetch_add(1, Ordering::Relaxed);
         client.totals.rejected_by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
         conn.record.rejected(reason);
@@ -944,15 +1049,11 @@ impl Collector {
         down: u64,
         reason: CloseReason,
     ) {
-        if conn.batch != Batch::default() {
-            // Only if a relay closed between a read's lines and their end.
-            self.apply_batch(conn, Instant::now());
-        }
-        if conn.pool.is_some() {
+        if conn.metrics.id.is_some() {
             conn.metrics.active.decrement(1.0);
         }
         self.totals.active.fetch_sub(1, Ordering::Relaxed);
-        self.miners.close(conn.id);
+        self.miners.close(conn.record.id);
         conn.metrics.duration.record(duration.as_secs_f64());
         self.sampled(1);
         match reason {
@@ -983,8 +1084,8 @@ impl Collector {
         }
         info!(
             "conn={} peer={} closed by {:?}: {}{} after {:.1}s, {} bytes miner->pool, {} bytes pool->miner",
-            conn.id,
-            conn.peer,
+            conn.record.id,
+            conn.record.peer,
             reason.side(),
             reason.as_str(),
             detail,
@@ -996,20 +1097,21 @@ impl Collector {
 }
 
 /// Registers the handles of one pool.
-fn register_pool(r: &Registrar<'_>, pool: &str, unknown_id: &str) -> PoolMetrics {
-    register_pool_scoped(r, pool, unknown_id, true)
+fn register_pool(r: &Registrar<'_>, id: PoolId, pool: &str, unknown_id: &str) -> PoolMetrics {
+    register_pool_scoped(r, Some(id), pool, unknown_id)
 }
 
-/// Registers the handles of one pool. For [`POOL_HOST_NONE`] (`relayed`
-/// false) only what can happen before a miner is relayed is exported, its
+/// Registers the handles of one pool. For [`POOL_HOST_NONE`] (`id` none)
+/// only what can happen before a miner is relayed is exported, its
 /// handshake timeouts and lifetimes: no client, byte, share or reachability
 /// series for a pool that is not one.
 fn register_pool_scoped(
     r: &Registrar<'_>,
+    id: Option<PoolId>,
     pool: &str,
     unknown_id: &str,
-    relayed: bool,
 ) -> PoolMetrics {
+    let relayed = id.is_some();
     let p = [("pool_host", pool)];
     let with = |k: &'static str, v: &'static str| [("pool_host", pool), (k, v)];
     let counter = |name, labels: &[(&'static str, &str)]| {
@@ -1034,12 +1136,9 @@ fn register_pool_scoped(
         }
     };
     PoolMetrics {
+        id,
         label: pool.to_owned(),
-        unknown_client: Arc::new(if relayed {
-            register_client(r, pool, unknown_id)
-        } else {
-            ClientMetrics::noop(unknown_id, pool)
-        }),
+        unknown_client: Arc::new(ClientMetrics::new(unknown_id, pool)),
         connections: counter(CONNECTIONS_TOTAL, &p),
         active: gauge(ACTIVE_CONNECTIONS, &p),
         bytes_sent: counter(BYTES_SENT_TOTAL, &p),
@@ -1065,29 +1164,6 @@ fn register_pool_scoped(
         failover_lost: counter(FAILOVER_LOST_REQUESTS_TOTAL, &p),
         moves: counter(MOVES_TOTAL, &p),
         reconnects_sent: counter(RECONNECTS_SENT_TOTAL, &p),
-    }
-}
-
-fn register_client(r: &Registrar<'_>, pool: &str, id: &str) -> ClientMetrics {
-    let labels = [("client_id", id), ("pool_host", pool)];
-    ClientMetrics {
-        id: Arc::from(id),
-        pool: pool.to_owned(),
-        submits: r.counter(SUBMITS_TOTAL, &labels),
-        accepted: r.counter(ACCEPTED_SHARES_TOTAL, &labels),
-        rejected: RejectReason::ALL.map(|reason| {
-            r.counter(
-                REJECTED_SHARES_TOTAL,
-                &[
-                    ("client_id", id),
-                    ("pool_host", pool),
-                    ("reason", reason.as_str()),
-                ],
-            )
-        }),
-        difficulty: r.gauge(CURRENT_DIFFICULTY, &labels),
-        accepted_difficulty: r.counter(ACCEPTED_DIFFICULTY_TOTAL, &labels),
-        totals: ClientTotals::default(),
     }
 }
 
@@ -1136,11 +1212,18 @@ impl PoolListener for Collector {
         let r = Registrar {
             recorder: &self.recorder,
         };
-        let metrics = Arc::new(register_pool(&r, &spec.name, self.unknown_id));
+        let metrics = Arc::new(register_pool(&r, pool, &spec.name, self.unknown_id));
         metrics.reachable.set(1.0);
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
         // Ids are handed out in order, so this is the next one.
         if pools.len() == pool {
+            // Its `_unknown` (or `_all`) client is exported from now on.
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            let per_pool = clients.entry(self.unknown_id.to_owned()).or_default();
+            if per_pool.len() <= pool {
+                per_pool.resize(pool + 1, None);
+            }
+            per_pool[pool].get_or_insert_with(|| metrics.unknown_client.clone());
             pools.push(metrics);
         }
         info!("pool {} ({}) added", spec.name, spec.addr);
@@ -1176,16 +1259,11 @@ impl Observer for Collector {
         // upstream connects (nothing is metered before that).
         let client = self.none.unknown_client.clone();
         ConnectionMeter {
-            id: info.id,
-            peer: info.peer,
-            pool: None,
             metrics: self.none.clone(),
             client,
-            difficulty: 0.0,
             pending: VecDeque::new(),
             login: None,
             record: self.miners.open(info.id, info.peer, info.accepted_at),
-            batch: Batch::default(),
         }
     }
 
@@ -1234,8 +1312,7 @@ impl Observer for Collector {
                 ..
             } => {
                 if let Some(difficulty) = message.difficulty() {
-                    conn.difficulty = difficulty;
-                    conn.client.difficulty.set(difficulty);
+                    conn.client.set_difficulty(difficulty);
                     conn.record.set_difficulty(difficulty);
                 }
             }
@@ -1244,11 +1321,10 @@ impl Observer for Collector {
                 conn.metrics.parse_failures[direction as usize].increment(1);
             }
             Event::UpstreamConnected { pool, latency, .. } => {
-                if conn.pool.is_some() {
+                if conn.metrics.id.is_some() {
                     // Dialled again: the first pool closed before answering.
                     conn.metrics.active.decrement(1.0);
                 }
-                conn.pool = Some(pool);
                 conn.metrics = self.pool(pool);
                 let metrics = &conn.metrics;
                 metrics.connections.increment(1);
@@ -1258,7 +1334,7 @@ impl Observer for Collector {
                     metrics.reachable.set(1.0);
                 }
                 conn.client = match self.options.client_id {
-                    ClientIdMode::PeerIp => self.client(&conn.peer.ip().to_string(), pool),
+                    ClientIdMode::PeerIp => self.client(&conn.record.peer.ip().to_string(), pool),
                     _ => metrics.unknown_client.clone(),
                 };
                 conn.record.set_pool(pool, Some(conn.client.id.clone()));
@@ -1285,8 +1361,8 @@ impl Observer for Collector {
                 if log_peer(log::Level::Warn, PeerLine::UpstreamFailed) {
                     warn!(
                         "conn={} peer={} pool {} unreachable ({}) after {:.3}s: {}",
-                        conn.id,
-                        conn.peer,
+                        conn.record.id,
+                        conn.record.peer,
                         metrics.label,
                         failure.as_str(),
                         latency.as_secs_f64(),
@@ -1541,6 +1617,78 @@ mod tests {
             );
         }
         assert!(collector.miners().is_empty());
+    }
+
+    /// Per-client series are rendered by the collector, not the exporter:
+    /// the same names, labels, values and format, every client and reason
+    /// from the first scrape on (zeros included), label values escaped.
+    #[test]
+    fn per_client_series_are_rendered_with_every_reason_and_escaped_labels() {
+        let collector = collector(10);
+        let accepted = r#"{"id":2,"result":true,"error":null}"#;
+        let mut alice = authorize(&collector, 1, "alice.rig1", accepted);
+        let mut odd = authorize(&collector, 2, "o\\\"d\\\\d.rig", accepted);
+        feed(
+            &collector,
+            &mut alice,
+            Direction::PoolToMiner,
+            r#"{"id":null,"method":"mining.set_difficulty","params":[512.5]}"#,
+        );
+        for (id, answer) in [
+            (3, r#"{"id":3,"result":true,"error":null}"#),
+            (4, r#"{"id":4,"result":true,"error":null}"#),
+            (
+                5,
+                r#"{"id":5,"result":null,"error":[21,"Job not found",null]}"#,
+            ),
+        ] {
+            let submit = format!(
+                r#"{{"id":{id},"method":"mining.submit","params":["alice.rig1","j","0","1","2"]}}"#
+            );
+            feed(&collector, &mut alice, Direction::MinerToPool, &submit);
+            feed(&collector, &mut alice, Direction::PoolToMiner, answer);
+        }
+        feed(
+            &collector,
+            &mut odd,
+            Direction::MinerToPool,
+            r#"{"id":3,"method":"mining.submit","params":["x","j","0","1","2"]}"#,
+        );
+        let mut out = String::new();
+        collector.render_clients(&mut out);
+        let a = r#"{client_id="alice",pool_host="pool"}"#;
+        for line in [
+            "# TYPE stratum_submits_total counter".to_owned(),
+            format!("stratum_submits_total{a} 3"),
+            format!("stratum_accepted_shares_total{a} 2"),
+            // 2 x 512.5, floored.
+            format!("stratum_accepted_difficulty_total{a} 1025"),
+            "# TYPE stratum_current_difficulty gauge".to_owned(),
+            format!("stratum_current_difficulty{a} 512.5"),
+            r#"stratum_rejected_shares_total{client_id="alice",pool_host="pool",reason="stale"} 1"#
+                .to_owned(),
+            r#"stratum_rejected_shares_total{client_id="alice",pool_host="pool",reason="other"} 0"#
+                .to_owned(),
+            r#"stratum_submits_total{client_id="o\"d\\d",pool_host="pool"} 1"#.to_owned(),
+            r#"stratum_submits_total{client_id="_unknown",pool_host="pool"} 0"#.to_owned(),
+        ] {
+            assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+        }
+        let help = out
+            .lines()
+            .filter(|l| l.starts_with("# HELP stratum_rejected_shares_total "))
+            .count();
+        assert_eq!(help, 1, "one family, one HELP line");
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.starts_with("stratum_rejected_shares_total"))
+                .count(),
+            3 * RejectReason::ALL.len(),
+            "every reason of every client (alice, the odd one, _unknown)"
+        );
+        // Nothing of theirs is left in the exporter's registry.
+        let exporter = collector.recorder.handle().render();
+        assert!(!exporter.contains("client_id="), "{exporter}");
     }
 
     #[test]

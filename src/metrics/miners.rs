@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -49,8 +49,8 @@ pub struct MinerRecord {
     /// f64 bits: the last difficulty the pool set.
     difficulty: AtomicU64,
     accepted: AtomicU64,
-    /// Indexed like [`RejectReason::ALL`].
-    rejected: [AtomicU64; 6],
+    /// Indexed like [`RejectReason::ALL`] (32 bits: per connection).
+    rejected: [AtomicU32; 6],
     /// Milliseconds after `connected_at` of the last accepted share, plus
     /// one; 0 while none was accepted.
     last_accepted_ms: AtomicU64,
@@ -140,6 +140,12 @@ impl MinerRecord {
             .store(difficulty.to_bits(), Ordering::Relaxed);
     }
 
+    /// The last difficulty the pool set (0 before any).
+    #[inline]
+    pub fn difficulty(&self) -> f64 {
+        f64::from_bits(self.difficulty.load(Ordering::Relaxed))
+    }
+
     /// `shares` shares of `difficulty` in total were accepted at `now`.
     #[inline]
     pub fn accepted(&self, shares: u32, difficulty: f64, now: Instant) {
@@ -173,7 +179,10 @@ impl MinerRecord {
             connected,
             difficulty: f64::from_bits(load(&self.difficulty)),
             accepted: load(&self.accepted),
-            rejected: self.rejected.each_ref().map(load),
+            rejected: self
+                .rejected
+                .each_ref()
+                .map(|r| u64::from(r.load(Ordering::Relaxed))),
             last_share: (last > 0)
                 .then(|| connected.saturating_sub(Duration::from_millis(last - 1))),
             accepted_difficulty: f64::from_bits(load(&self.accepted_difficulty)),

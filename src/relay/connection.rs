@@ -53,6 +53,7 @@ pub const RECONNECT_LINE: &[u8] = b"{\"id\":null,\"method\":\"client.reconnect\"
 pub const HOLD_BYTES: usize = 16 * 1024;
 
 /// Relays one accepted miner connection until it ends; reports to `observer`.
+/// `keep` (the listener's guards for this connection) is dropped at the end.
 ///
 /// The pool is dialled when the miner's first complete line has arrived (a
 /// silent or flooding client costs no pool anything), those bytes held
@@ -60,15 +61,55 @@ pub const HOLD_BYTES: usize = 16 * 1024;
 /// refused or times out, or a pool that closes before its first byte, is
 /// retried on the next pool of [`Pools::dial_order`] for the same miner: it
 /// has been answered nothing yet, so it sees only a slower subscribe.
-pub(crate) async fn serve<O: Observer>(
+pub(crate) fn serve<O: Observer, K: Send + 'static>(
     miner: TcpStream,
     info: ConnectionInfo,
-    pools: &Arc<Pools>,
-    limits: &Limits,
-    observer: &O,
-) {
+    pools: Arc<Pools>,
+    limits: Arc<Limits>,
+    observer: Arc<O>,
+    keep: K,
+) -> impl Future<Output = ()> + Send + 'static {
+    // Boxed, and freed once relaying starts: holding the first line and
+    // dialling take more state than relaying (the connect future, the
+    // arguments, the held bytes). In the task it would size every
+    // connection for its whole life; the task keeps only the `Relay`.
+    let opening = Box::pin(open(miner, info, pools, limits, observer));
+    async move {
+        // `let else`: the awaited `Option` is a temporary of this statement
+        // only (an `if let` would keep it, a second relay, across the
+        // awaits below).
+        let Some(mut relay) = opening.await else {
+            drop(keep);
+            return;
+        };
+        loop {
+            match std::future::poll_fn(|cx| relay.poll_relay(cx)).await {
+                Ended::Closed(reason) => {
+                    relay.conn.close(reason);
+                    break;
+                }
+                // Boxed, like the opening: a dial's state is short-lived.
+                Ended::Redial(failure) => {
+                    if !Box::pin(relay.redial_next(failure)).await {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(keep);
+    }
+}
+
+/// Holds the miner's first line and dials its pool: the relay, or `None`
+/// when the connection ended first (its close is reported).
+async fn open<O: Observer>(
+    miner: TcpStream,
+    info: ConnectionInfo,
+    pools: Arc<Pools>,
+    limits: Arc<Limits>,
+    observer: Arc<O>,
+) -> Option<Relay<O>> {
     let (id, peer) = (info.id, info.peer.ip());
-    // Consumes `info`, which so does not live in the task for good.
     let mut conn = ObservedConnection::open(observer, info);
     // Routes may depend on the address the miner connected to.
     let local = miner
@@ -82,38 +123,39 @@ pub(crate) async fn serve<O: Observer>(
         Ok(miner) => miner,
         Err(e) => {
             conn.close(CloseReason::MinerError(e.kind()));
-            return;
+            return None;
         }
     };
-    let Held { bytes: held, eof } = match hold_first_line(&miner, conn.accepted_at, limits).await {
+    let Held { bytes: held, eof } = match hold_first_line(&miner, conn.accepted_at, &limits).await {
         Ok(held) => held,
         Err(reason) => {
             conn.close(reason);
-            return;
+            return None;
         }
     };
     let order = pools.dial_order(local, peer);
     let mut tried = 0;
-    // Boxed: the connect future (resolver, connect, timer) is large and
-    // short-lived; inline it would size every relay task for good.
-    let Some((pool, session)) =
-        Box::pin(dial_next(&order, &mut tried, id, pools, limits, &mut conn)).await
-    else {
-        return;
-    };
+    let (pool, session) =
+        dial_next(&miner, &order, &mut tried, id, &pools, &limits, &mut conn).await?;
+    // Kept only while another pool could still answer instead.
+    let redial = (tried < order.len()).then(|| {
+        Box::new(Redial {
+            replay: held.clone(),
+            order,
+            tried,
+            conn_id: id,
+        })
+    });
     let mut relay = Relay {
         sockets: [miner, pool],
         pipes: [Pipe::default(), Pipe::default()],
         deadline: Deadline::new(),
         limits,
-        failover_wait: pools.policy().failover_wait,
-        reconnect_message: pools.policy().reconnect_message,
         last_miner_read: Instant::now(),
         handshake_done: false,
         half_closed_at: None,
         first_eof: None,
-        replay: Some(held.clone()),
-        pools_left: tried < order.len(),
+        redial,
         pool_spoke: false,
         in_flight: 0,
         difficulty: 0.0,
@@ -121,9 +163,8 @@ pub(crate) async fn serve<O: Observer>(
         reconnect_sent: false,
         evict_by: None,
         session,
-        conn: &mut conn,
+        conn,
     };
-    relay.pipes[0].unsent = held;
     // Holding stopped at a line end, maybe with more bytes waiting: the
     // edge that announced them was taken, so read before waiting for one.
     relay.pipes[0].maybe_readable = !eof;
@@ -135,36 +176,21 @@ pub(crate) async fn serve<O: Observer>(
         relay.half_closed_at = Some(Instant::now());
     }
     // Observed once, as if just read: a replay to another pool is not.
-    let held = relay.pipes[0].unsent.clone();
     relay.observe(Direction::MinerToPool, &held, Instant::now());
-    loop {
-        match std::future::poll_fn(|cx| relay.poll_relay(cx)).await {
-            Ended::Closed(reason) => {
-                relay.conn.close(reason);
-                return;
-            }
-            Ended::Redial(failure) => {
-                let pool = relay.session.pool();
-                pools.dial_failed(pool);
-                relay.conn.emit(Event::UpstreamFailed {
-                    pool,
-                    failure,
-                    latency: Duration::ZERO,
-                    error: &io::Error::new(
-                        io::ErrorKind::ConnectionReset,
-                        "the pool closed before its first byte",
-                    ),
-                });
-                let Some((socket, session)) =
-                    Box::pin(dial_next(&order, &mut tried, id, pools, limits, relay.conn)).await
-                else {
-                    return;
-                };
-                relay.redial(socket, session);
-                relay.pools_left = tried < order.len();
-            }
-        }
-    }
+    relay.pipes[0].unsent = held;
+    Some(relay)
+}
+
+/// What a relay keeps to dial the next pool, until its pool has spoken.
+struct Redial {
+    /// Every byte sent to the pool so far (at most [`HOLD_BYTES`]), to
+    /// replay to the next one.
+    replay: Vec<u8>,
+    /// The pools to try, in order.
+    order: Vec<PoolId>,
+    /// How many of `order` were tried.
+    tried: usize,
+    conn_id: u64,
 }
 
 /// What a miner sent before its pool was dialled.
@@ -265,21 +291,23 @@ fn read_into(mut socket: &TcpStream, buffer: &mut [u8]) -> io::Result<Read> {
     }
 }
 
-/// Dials the pools of `order` from `*tried` on until one connects; reports
-/// each attempt. `None` (the miner closed) when every pool failed.
+/// Dials the pools of `order` from `*tried` on until one connects (its
+/// socket registered beside `miner`'s); reports each attempt. `None` (the
+/// miner closed) when every pool failed.
 async fn dial_next<O: Observer>(
+    miner: &Registered<TcpStream>,
     order: &[PoolId],
     tried: &mut usize,
     conn_id: u64,
     pools: &Arc<Pools>,
     limits: &Limits,
-    conn: &mut ObservedConnection<'_, O>,
+    conn: &mut ObservedConnection<O>,
 ) -> Option<(Registered<TcpStream>, Session)> {
     let mut last = UpstreamFailure::Other;
     while let Some(&pool) = order.get(*tried) {
         *tried += 1;
         let started = Instant::now();
-        match connect(&pools.spec(pool).addr, limits.connect_timeout).await {
+        match connect(&pools.spec(pool).addr, limits.connect_timeout, miner).await {
             Ok((socket, addr)) => {
                 let _ = socket.get_ref().set_nodelay(true);
                 let _ = limits.keepalive.apply(socket.get_ref());
@@ -310,12 +338,13 @@ async fn dial_next<O: Observer>(
 async fn connect(
     upstream: &PoolAddr,
     timeout: Duration,
+    miner: &Registered<TcpStream>,
 ) -> Result<(Registered<TcpStream>, SocketAddr), (UpstreamFailure, io::Error)> {
     let attempt = async {
         let addrs = upstream.resolve().await?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for pool host");
         for addr in addrs {
-            match connect_to(addr).await {
+            match connect_to(addr, miner).await {
                 Ok(stream) => return Ok((stream, addr)),
                 Err(e) => last = e,
             }
@@ -339,8 +368,11 @@ async fn connect(
     })
 }
 
-/// Connects a non-blocking socket and waits for it on the reactor.
-async fn connect_to(addr: SocketAddr) -> io::Result<Registered<TcpStream>> {
+/// Connects a non-blocking socket beside `miner` and waits for it on the reactor.
+async fn connect_to(
+    addr: SocketAddr,
+    miner: &Registered<TcpStream>,
+) -> io::Result<Registered<TcpStream>> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto};
     let family = if addr.is_ipv4() {
         AddressFamily::INET
@@ -354,7 +386,7 @@ async fn connect_to(addr: SocketAddr) -> io::Result<Registered<TcpStream>> {
         Err(e) if e == rustix::io::Errno::INPROGRESS => {}
         Err(e) => return Err(e.into()),
     }
-    let stream = Registered::new(TcpStream::from(socket))?;
+    let stream = Registered::new_beside(TcpStream::from(socket), miner)?;
     std::future::poll_fn(|cx| stream.poll_writable(cx)).await?;
     match stream.get_ref().take_error()? {
         Some(error) => Err(error),
@@ -363,8 +395,8 @@ async fn connect_to(addr: SocketAddr) -> io::Result<Registered<TcpStream>> {
 }
 
 /// The observer's per-connection state plus what `Closed` needs.
-struct ObservedConnection<'o, O: Observer> {
-    observer: &'o O,
+struct ObservedConnection<O: Observer> {
+    observer: Arc<O>,
     state: Option<O::Connection>,
     accepted_at: Instant,
     /// Bytes relayed, indexed by direction (miner→pool, pool→miner).
@@ -372,11 +404,11 @@ struct ObservedConnection<'o, O: Observer> {
     closed: bool,
 }
 
-impl<'o, O: Observer> ObservedConnection<'o, O> {
-    fn open(observer: &'o O, info: ConnectionInfo) -> Self {
+impl<O: Observer> ObservedConnection<O> {
+    fn open(observer: Arc<O>, info: ConnectionInfo) -> Self {
         ObservedConnection {
-            observer,
             state: Some(observer.accepted(&info)),
+            observer,
             accepted_at: info.accepted_at,
             bytes: [0, 0],
             closed: false,
@@ -412,7 +444,7 @@ impl<'o, O: Observer> ObservedConnection<'o, O> {
     }
 }
 
-impl<O: Observer> Drop for ObservedConnection<'_, O> {
+impl<O: Observer> Drop for ObservedConnection<O> {
     /// A task dropped mid-relay (the executor shut down after the grace
     /// period) still reports its close.
     fn drop(&mut self) {
@@ -445,26 +477,23 @@ enum Ended {
     Redial(UpstreamFailure),
 }
 
-/// The relay: both directions of one miner and its pool.
-struct Relay<'c, 'o, O: Observer> {
+/// The relay: both directions of one miner and its pool. Everything a
+/// connection holds while relaying is here (the task holds little else).
+struct Relay<O: Observer> {
     /// [miner, pool].
     sockets: [Registered<TcpStream>; 2],
     /// Indexed by direction: [miner→pool, pool→miner].
     pipes: [Pipe; 2],
     deadline: Deadline,
-    limits: &'c Limits,
-    failover_wait: Duration,
-    /// Move miners with a `client.reconnect` line instead of a close.
-    reconnect_message: bool,
+    limits: Arc<Limits>,
     last_miner_read: Instant,
     handshake_done: bool,
     half_closed_at: Option<Instant>,
     first_eof: Option<CloseReason>,
-    /// Every byte sent to the pool while it has said nothing, for a replay
-    /// to the next pool; `None` once it spoke or past [`HOLD_BYTES`].
-    replay: Option<Vec<u8>>,
-    /// Pools of the dial order not tried yet.
-    pools_left: bool,
+    /// What a redial needs while another pool could answer instead;
+    /// `None` once the pool spoke, past [`HOLD_BYTES`] sent, or when no
+    /// pool is left to try (boxed: most relays never need it).
+    redial: Option<Box<Redial>>,
     /// The pool sent its first byte.
     pool_spoke: bool,
     /// Requests of the miner not answered yet (by count, not by id).
@@ -478,7 +507,7 @@ struct Relay<'c, 'o, O: Observer> {
     /// Leaving: close between two lines, by this time at the latest.
     evict_by: Option<Instant>,
     session: Session,
-    conn: &'c mut ObservedConnection<'o, O>,
+    conn: ObservedConnection<O>,
 }
 
 const DIRECTIONS: [Direction; 2] = [Direction::MinerToPool, Direction::PoolToMiner];
@@ -501,10 +530,55 @@ fn error_on(socket: usize, error: &io::Error) -> CloseReason {
     }
 }
 
-impl<O: Observer> Relay<'_, '_, O> {
+impl<O: Observer> Relay<O> {
+    /// Dials the next pool after the current one failed before its first
+    /// byte (reported as `failure`); whether relaying goes on (else the
+    /// close was reported).
+    async fn redial_next(&mut self, failure: UpstreamFailure) -> bool {
+        let pool = self.session.pool();
+        let pools = self.session.pools().clone();
+        pools.dial_failed(pool);
+        self.conn.emit(Event::UpstreamFailed {
+            pool,
+            failure,
+            latency: Duration::ZERO,
+            error: &io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the pool closed before its first byte",
+            ),
+        });
+        // `may_redial` said there is one.
+        let Some(redial) = self.redial.as_mut() else {
+            self.conn.close(CloseReason::PoolClosed);
+            return false;
+        };
+        // The failed pool hears no more: its socket's readiness bits are
+        // to be the next one's.
+        self.sockets[1].deregister();
+        let next = dial_next(
+            &self.sockets[0],
+            &redial.order,
+            &mut redial.tried,
+            redial.conn_id,
+            &pools,
+            &self.limits,
+            &mut self.conn,
+        )
+        .await;
+        let Some((socket, session)) = next else {
+            return false;
+        };
+        self.redial(socket, session);
+        true
+    }
+
     /// Whether the pool failing now may be answered by another pool.
     fn may_redial(&self) -> bool {
-        self.pools_left && !self.pool_spoke && self.replay.is_some()
+        !self.pool_spoke
+            && self
+                .redial
+                .as_ref()
+                .is_some_and(|r| r.tried < r.order.len())
     }
 
     /// Continues on a new pool: the held bytes are sent again (they were
@@ -513,7 +587,16 @@ impl<O: Observer> Relay<'_, '_, O> {
         self.sockets[1] = socket;
         self.session = session;
         self.pipes[1] = Pipe::default();
-        let replay = self.replay.clone().unwrap_or_default();
+        let replay = match self.redial.take() {
+            // No pool left after this one: nothing more to replay to.
+            Some(redial) if redial.tried >= redial.order.len() => redial.replay,
+            Some(redial) => {
+                let replay = redial.replay.clone();
+                self.redial = Some(redial);
+                replay
+            }
+            None => Vec::new(),
+        };
         self.pipes[0].unsent = replay;
         self.pipes[0].unsent_from = 0;
         // A miner that already closed its side gets that passed on to the
@@ -560,7 +643,7 @@ impl<O: Observer> Relay<'_, '_, O> {
                 if let Ok(Read::Data(n)) = read {
                     if d == 1 && !self.pool_spoke {
                         self.pool_spoke = true;
-                        self.replay = None;
+                        self.redial = None;
                         self.session.spoke();
                     }
                     self.forward(direction, &buffer[..n])?;
@@ -604,12 +687,12 @@ impl<O: Observer> Relay<'_, '_, O> {
         let d = index(direction);
         let dst = 1 - d;
         if d == 0
-            && let Some(replay) = &mut self.replay
+            && let Some(redial) = &mut self.redial
         {
-            if replay.len() + bytes.len() <= HOLD_BYTES {
-                replay.extend_from_slice(bytes);
+            if redial.replay.len() + bytes.len() <= HOLD_BYTES {
+                redial.replay.extend_from_slice(bytes);
             } else {
-                self.replay = None;
+                self.redial = None;
             }
         }
         let written = match self.sockets[dst].get_ref().write(bytes) {
@@ -676,7 +759,7 @@ impl<O: Observer> Relay<'_, '_, O> {
     /// Frames the bytes just forwarded and reports every line.
     fn observe(&mut self, direction: Direction, bytes: &[u8], now: Instant) {
         let d = index(direction);
-        let conn = &mut *self.conn;
+        let conn = &mut self.conn;
         let mut flow = Flow::default();
         self.pipes[d].framer.push(bytes, |frame| {
             flow.lines = true;
@@ -793,14 +876,14 @@ impl<O: Observer> Relay<'_, '_, O> {
             && let Some(leave) = self.session.evicted(cx)
         {
             self.leaving = Some(leave);
-            self.evict_by = Some(now + self.failover_wait);
+            self.evict_by = Some(now + self.session.pools().policy().failover_wait);
         }
         // Leaving: between two lines, once every request is answered.
         let quiet = self.in_flight == 0
             && self.pipes[0].framer.buffered_bytes() == 0
             && self.pipes[0].unsent.is_empty();
         match self.leaving {
-            Some(Leave::Move) if self.reconnect_message => {
+            Some(Leave::Move) if self.session.pools().policy().reconnect_message => {
                 let miner_between_lines =
                     self.pipes[1].framer.buffered_bytes() == 0 && self.pipes[1].unsent.is_empty();
                 if quiet && miner_between_lines && !self.reconnect_sent {
@@ -809,7 +892,7 @@ impl<O: Observer> Relay<'_, '_, O> {
                     }
                     self.reconnect_sent = true;
                     // The miner leaves by itself; closed at the deadline if not.
-                    self.evict_by = Some(now + self.failover_wait);
+                    self.evict_by = Some(now + self.session.pools().policy().failover_wait);
                 }
             }
             Some(_) if quiet => return Poll::Ready(Ended::Closed(self.leave_reason())),
@@ -834,7 +917,7 @@ struct Flow {
 
 /// Reports one framed line to the observer.
 fn report<O: Observer>(
-    conn: &mut ObservedConnection<'_, O>,
+    conn: &mut ObservedConnection<O>,
     direction: Direction,
     frame: Frame<'_>,
     at: Instant,

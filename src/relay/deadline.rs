@@ -129,10 +129,11 @@ impl Sweeper {
 
 /// A connection's registration with the sweeper; its slot is freed on drop.
 pub(crate) struct Deadline {
-    index: usize,
     slot: &'static Slot,
-    /// The deadline last published.
-    published_ms: u64,
+    index: u32,
+    /// The deadline last published, in whole seconds since the epoch
+    /// (`u32::MAX`: none); 32 bits each keep every connection's copy small.
+    published_s: u32,
     /// The waker last handed over, to skip locking for the same one.
     waker: Option<Waker>,
 }
@@ -159,9 +160,10 @@ impl Deadline {
             }
         };
         Deadline {
-            index,
+            // Fewer than 2^32 connections are ever open at once.
+            index: index as u32,
             slot: slots.get(index),
-            published_ms: NEVER,
+            published_s: u32::MAX,
             waker: None,
         }
     }
@@ -180,8 +182,8 @@ impl Deadline {
         if due_ms == current {
             return;
         }
-        let earlier = current == NEVER || due_ms < self.published_ms;
-        self.published_ms = due_ms;
+        let earlier = current == NEVER || due_ms < u64::from(self.published_s) * 1000;
+        self.published_s = (due_ms / 1000).min(u64::from(u32::MAX - 1)) as u32;
         if !earlier {
             // Later than before (activity moved it): the sweeper may look
             // too early, find nothing due and look again. No lock needed.
@@ -205,7 +207,7 @@ impl Drop for Deadline {
         let mut slots = sweeper().lock();
         self.slot.due_ms.store(NEVER, Ordering::Relaxed);
         *self.slot.waker.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        slots.free.push(self.index);
+        slots.free.push(self.index as usize);
     }
 }
 
@@ -288,7 +290,7 @@ mod tests {
     #[test]
     fn dropped_registration_frees_its_slot_for_reuse() {
         let deadline = Deadline::new();
-        let index = deadline.index;
+        let index = deadline.index as usize;
         assert!(!sweeper().lock().free.contains(&index));
         drop(deadline);
         assert!(sweeper().lock().free.contains(&index));

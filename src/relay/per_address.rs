@@ -258,7 +258,9 @@ pub struct AddressTable {
 /// Holds one connection's place in its address's count until dropped.
 pub struct AddressGuard {
     ip: IpAddr,
-    entries: Arc<Mutex<HashMap<IpAddr, Entry>>>,
+    /// The table it is counted in; `None` when its address is unlimited
+    /// (not counted, and nothing to hold per connection).
+    entries: Option<Arc<Mutex<HashMap<IpAddr, Entry>>>>,
 }
 
 impl AddressTable {
@@ -276,10 +278,7 @@ impl AddressTable {
         let limit = self.limits.limit_for(ip);
         let ip = source_key(ip);
         if limit == AddressLimit::UNLIMITED {
-            return Ok(AddressGuard {
-                ip,
-                entries: Arc::new(Mutex::new(HashMap::new())),
-            });
+            return Ok(AddressGuard { ip, entries: None });
         }
         let burst = limit.max_connections as f64;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -309,7 +308,7 @@ impl AddressTable {
         entry.open += 1;
         Ok(AddressGuard {
             ip,
-            entries: self.entries.clone(),
+            entries: Some(self.entries.clone()),
         })
     }
 
@@ -331,7 +330,10 @@ impl AddressTable {
 
 impl Drop for AddressGuard {
     fn drop(&mut self) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = entries.get_mut(&self.ip) {
             entry.open = entry.open.saturating_sub(1);
         }

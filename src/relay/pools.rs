@@ -1108,7 +1108,8 @@ impl Pools {
         Session {
             pools: self.clone(),
             pool: p,
-            slot: index,
+            // Fewer than 2^32 sessions are ever open at once.
+            slot: index as u32,
             shared,
             waker_set: false,
             last_notify_ms: 0,
@@ -1202,8 +1203,9 @@ pub enum Leave {
 pub struct Session {
     pools: Arc<Pools>,
     pool: Arc<Pool>,
-    slot: usize,
     shared: Arc<SessionShared>,
+    /// Index in the pool's slots (32 bits: beside `waker_set`, not a word).
+    slot: u32,
     waker_set: bool,
     /// This session's last notify, in ms since [`Pools`] started (0 = none).
     last_notify_ms: u64,
@@ -1212,6 +1214,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// Every pool (this session's among them).
+    pub fn pools(&self) -> &Arc<Pools> {
+        &self.pools
+    }
+
     /// The pool.
     pub fn pool(&self) -> PoolId {
         self.pool.id
@@ -1222,7 +1229,7 @@ impl Session {
     pub fn evicted(&mut self, cx: &mut Context<'_>) -> Option<Leave> {
         let p = &self.pool;
         if !self.waker_set {
-            if let Some(slot) = &mut lock(&p.sessions).slots[self.slot] {
+            if let Some(slot) = &mut lock(&p.sessions).slots[self.slot as usize] {
                 slot.waker = Some(cx.waker().clone());
             }
             self.waker_set = true;
@@ -1313,8 +1320,8 @@ impl Drop for Session {
             p.leaving.fetch_sub(1, Ordering::Relaxed);
         }
         let mut sessions = lock(&p.sessions);
-        sessions.slots[self.slot] = None;
-        sessions.free.push(self.slot);
+        sessions.slots[self.slot as usize] = None;
+        sessions.free.push(self.slot as usize);
     }
 }
 

@@ -292,12 +292,15 @@ async fn accept_loop<O: Observer>(
             peer,
             accepted_at: Instant::now(),
         };
-        let shared = shared.clone();
         executor
-            .spawn(async move {
-                let _guard = (guard, address);
-                connection::serve(stream, info, &shared.pools, &limits, &*shared.observer).await;
-            })
+            .spawn(connection::serve(
+                stream,
+                info,
+                shared.pools.clone(),
+                limits,
+                shared.observer.clone(),
+                (guard, address),
+            ))
             .detach();
     }
 }

@@ -107,6 +107,10 @@ struct Args {
     /// new miner connections per second (default 2000)
     #[argh(option, default = "2000.0")]
     connect_rate: f64,
+    /// override the scenario's accounts (steady: 100, others: 1): the miners
+    /// are spread over them round-robin, each a `client_id` with its own series
+    #[argh(option)]
+    accounts: Option<usize>,
 }
 
 /// What a scenario runs.
@@ -236,6 +240,9 @@ fn plan(args: &Args) -> Result<Plan, String> {
     };
     if let Some(n) = args.miners {
         plan.miners = n.max(1);
+    }
+    if let Some(n) = args.accounts {
+        plan.accounts = n;
     }
     if let Some(s) = args.seconds {
         if !(s.is_finite() && s >= 0.0) {
