@@ -406,7 +406,7 @@ fn demo(args: &cli::DemoArgs) -> ExitCode {
             // What a Prometheus scrape of this run would have seen.
             println!("\nexported metrics (excerpt):");
             let mut rendered = prometheus.render();
-            exported.render_clients(&mut rendered);
+            exported.render(&mut rendered);
             rendered
                 .lines()
                 .filter(|l| {

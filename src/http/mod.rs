@@ -245,7 +245,7 @@ impl App {
         // Refresh the reachability gauge before rendering it.
         let _ = self.collector.health();
         let mut out = self.prometheus.render();
-        self.collector.render_clients(&mut out);
+        self.collector.render(&mut out);
         process::render(&mut out);
         out
     }

@@ -29,6 +29,7 @@ use metrics_exporter_prometheus::PrometheusRecorder;
 use serde_json::{Value, json};
 
 use super::history::{History, Totals as HistoryTotals};
+use super::latency::LatencyHistogram;
 use super::miners::{MinerRecord, MinerRegistry};
 use super::schema::*;
 use crate::config::ClientIdMode;
@@ -194,7 +195,7 @@ struct PoolMetrics {
     duration: Histogram,
     connect_latency: Histogram,
     /// Indexed like [`Method::ALL`].
-    request_response: Vec<Histogram>,
+    request_response: Box<[LatencyHistogram]>,
     /// Indexed by direction (miner→pool, pool→miner).
     parse_failures: [Counter; 2],
     /// Indexed like [`UpstreamFailure::ALL`].
@@ -428,8 +429,6 @@ struct Batch {
     /// Requests added minus requests answered or expired (the pending gauge).
     pending: i32,
     expired: u32,
-    /// Histogram samples recorded (the upkeep count).
-    samples: u32,
     /// Sum of the difficulty of the accepted shares.
     accepted_difficulty: f64,
 }
@@ -440,7 +439,6 @@ impl Batch {
         accepted: 0,
         pending: 0,
         expired: 0,
-        samples: 0,
         accepted_difficulty: 0.0,
     };
 }
@@ -642,9 +640,6 @@ impl Collector {
         if batch.expired > 0 {
             conn.metrics.expired.increment(u64::from(batch.expired));
         }
-        if batch.samples > 0 {
-            self.sampled(u64::from(batch.samples));
-        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -819,6 +814,47 @@ impl Collector {
         out
     }
 
+    /// Appends what the collector exports itself (not through the
+    /// exporter's registry) to a Prometheus text exposition: the per-client
+    /// series and the request → response histograms.
+    pub fn render(&self, out: &mut String) {
+        self.render_clients(out);
+        self.render_latency(out);
+    }
+
+    /// Appends `stratum_request_response_seconds` of every pool relayed to
+    /// (see [`LatencyHistogram`]).
+    fn render_latency(&self, out: &mut String) {
+        use metrics_exporter_prometheus::formatting::{
+            sanitize_label_value, write_help_line, write_type_line,
+        };
+        let pools: Vec<Arc<PoolMetrics>> = self
+            .pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|p| p.id.is_some())
+            .cloned()
+            .collect();
+        if pools.is_empty() {
+            return;
+        }
+        let help = METRICS
+            .iter()
+            .find(|m| m.name == REQUEST_RESPONSE_SECONDS)
+            .map_or("", |m| m.help);
+        write_help_line(out, REQUEST_RESPONSE_SECONDS, None, None, help);
+        write_type_line(out, REQUEST_RESPONSE_SECONDS, None, None, "histogram");
+        for pool in &pools {
+            let pool_host = sanitize_label_value(&pool.label);
+            for (method, histogram) in Method::ALL.iter().zip(&pool.request_response) {
+                let labels = format!("pool_host=\"{pool_host}\",method=\"{}\"", method.as_str());
+                histogram.render(out, REQUEST_RESPONSE_SECONDS, &labels);
+            }
+        }
+        out.push('\n');
+    }
+
     /// Appends the per-client series (`client_id` and `pool_host` labels:
     /// submits, accepted and rejected shares, difficulty, accepted
     /// difficulty) to a Prometheus text exposition, in the exporter's
@@ -983,13 +1019,10 @@ impl Collector {
         let Some(pending) = conn.pending.remove(index) else {
             return;
         };
-        batch(|b| {
-            b.pending -= 1;
-            b.samples += 1;
-        });
+        batch(|b| b.pending -= 1);
         let waited_us = self.us_since_start(at).saturating_sub(pending.sent_us);
         // `Method::ALL` lists the variants in declaration order.
-        conn.metrics.request_response[pending.method as usize].record(waited_us as f64 / 1e6);
+        conn.metrics.request_response[pending.method as usize].record_us(waited_us);
         let outcome = message.outcome();
         if pending.method.is_share_submit() {
             match outcome {
@@ -1147,7 +1180,7 @@ fn register_pool_scoped(
         connect_latency: histogram(CONNECT_LATENCY_SECONDS, &p),
         request_response: Method::ALL
             .iter()
-            .map(|m| histogram(REQUEST_RESPONSE_SECONDS, &with("method", m.as_str())))
+            .map(|_| LatencyHistogram::default())
             .collect(),
         parse_failures: [Direction::MinerToPool, Direction::PoolToMiner]
             .map(|d| counter(PARSE_FAILURES_TOTAL, &with("direction", d.as_str()))),

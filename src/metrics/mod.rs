@@ -5,6 +5,7 @@
 
 pub mod collector;
 pub mod history;
+pub mod latency;
 pub mod miners;
 pub mod process;
 pub mod schema;
