@@ -80,10 +80,17 @@ macro_rules! methods {
 
             /// Classifies a method name.
             pub fn from_name(name: &str) -> Method {
-                match name {
-                    $($name => Method::$variant,)*
-                    _ => Method::Other,
-                }
+                Method::from_bytes(name.as_bytes())
+            }
+
+            /// Classifies a method name given as bytes (the line's own).
+            pub fn from_bytes(name: &[u8]) -> Method {
+                $(
+                    if name == $name.as_bytes() {
+                        return Method::$variant;
+                    }
+                )*
+                Method::Other
             }
 
             /// The method's wire name, or `"other"`: a bounded metric label.
@@ -230,7 +237,7 @@ pub enum Outcome<'a> {
 #[derive(Debug, Clone)]
 pub struct Message<'a> {
     id: Option<Id<'a>>,
-    method_name: Option<Cow<'a, str>>,
+    method_name: Option<Cow<'a, [u8]>>,
     method: Option<Method>,
     params: Option<&'a [u8]>,
     result: Option<&'a [u8]>,
@@ -246,7 +253,7 @@ impl<'a> Message<'a> {
             return Err(ParseFailure::NotJson);
         }
         let members = scan::scan(line)?;
-        let method = members.method.as_deref().map(Method::from_name);
+        let method = members.method.as_deref().map(Method::from_bytes);
         Ok(Message {
             id: members.id.map(Id),
             method_name: members.method,
@@ -279,7 +286,7 @@ impl<'a> Message<'a> {
 
     /// The method name as sent.
     pub fn method_name(&self) -> Option<&str> {
-        self.method_name.as_deref()
+        self.method_name.as_deref().map(text)
     }
 
     /// Raw `params` JSON, if present.

@@ -23,7 +23,9 @@ const MAX_DEPTH: u32 = 128;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Members<'a> {
     pub id: Option<&'a [u8]>,
-    pub method: Option<Cow<'a, str>>,
+    /// Raw bytes: the line is UTF-8 and the quotes are ASCII, so these are
+    /// too; not checked again here (most method names are never shown).
+    pub method: Option<Cow<'a, [u8]>>,
     pub params: Option<&'a [u8]>,
     pub result: Option<&'a [u8]>,
     pub error: Option<&'a [u8]>,
@@ -96,7 +98,7 @@ pub(crate) fn scan(b: &[u8]) -> Result<Members<'_>, ParseFailure> {
         return Err(ParseFailure::NotJson);
     }
     let value = |k: usize| spans[k].map(|(start, end)| &b[start..end]);
-    let method = match value(METHOD).map(string_value) {
+    let method = match value(METHOD).map(string_bytes) {
         None => None,
         Some(Some(Some(name))) => Some(name),
         Some(_) => return Err(ParseFailure::NotRpc),
@@ -157,6 +159,20 @@ fn known_key(b: &[u8], from: usize) -> Option<(usize, usize)> {
         _ => return None,
     };
     (b.get(from..from + name.len())? == name).then_some((key, from + name.len() - 1))
+}
+
+/// A value that must be a string or null, as raw bytes: `Some(Some(bytes))`,
+/// `Some(None)` for null, `None` for anything else.
+fn string_bytes(value: &[u8]) -> Option<Option<Cow<'_, [u8]>>> {
+    if value == b"null" {
+        return Some(None);
+    }
+    let inner = value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'\\') {
+        decode(value).map(|text| Some(Cow::Owned(text.into_owned().into_bytes())))
+    } else {
+        Some(Some(Cow::Borrowed(inner)))
+    }
 }
 
 /// A value that must be a string or null: `Some(Some(text))`, `Some(None)`
@@ -392,7 +408,7 @@ mod tests {
             scan(br#"{"id": 7 , "method":"mining.submit","params":["w", "j"],"x":{"a":[1,2,{}]}}"#)
                 .unwrap();
         assert_eq!(m.id, Some(&b"7"[..]));
-        assert_eq!(m.method.as_deref(), Some("mining.submit"));
+        assert_eq!(m.method.as_deref(), Some(&b"mining.submit"[..]));
         assert_eq!(m.params, Some(&br#"["w", "j"]"#[..]));
         let r =
             scan(br#"{"id":"a\"b","result":null,"error":[21,"x",null],"reject-reason":"stale"}"#)
@@ -409,7 +425,7 @@ mod tests {
     fn escaped_keys_and_method_are_decoded() {
         let m = scan(br#"{"\u0069d":1,"method":"mining.au\u0074horize"}"#).unwrap();
         assert_eq!(m.id, Some(&b"1"[..]));
-        assert_eq!(m.method.as_deref(), Some("mining.authorize"));
+        assert_eq!(m.method.as_deref(), Some(&b"mining.authorize"[..]));
     }
 
     #[test]
@@ -558,7 +574,7 @@ mod tests {
         let line = br#"{"id":1,"method":"mining.authorize","params":[],"id":7,"method":"mining.submit","params":["w","j"]}"#;
         let m = scan(line).unwrap();
         assert_eq!(m.id, Some(&b"7"[..]));
-        assert_eq!(m.method.as_deref(), Some("mining.submit"));
+        assert_eq!(m.method.as_deref(), Some(&b"mining.submit"[..]));
         assert_eq!(m.params, Some(&br#"["w","j"]"#[..]));
     }
 
@@ -593,7 +609,7 @@ mod tests {
                     prop_assert_eq!(as_value(m.error), oracle.get("error").cloned());
                     prop_assert_eq!(
                         m.method.as_deref(),
-                        oracle.get("method").and_then(|v| v.as_str())
+                        oracle.get("method").and_then(|v| v.as_str()).map(str::as_bytes)
                     );
                 }
                 Err(ParseFailure::NotRpc) => {
