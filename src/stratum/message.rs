@@ -179,7 +179,7 @@ impl<'a> Id<'a> {
 
     /// Whether the id is JSON `null`.
     pub fn is_null(self) -> bool {
-        self.0 == b"null"
+        scan::is_null(self.0)
     }
 
     /// The id as an unsigned integer, if it is one.
@@ -343,7 +343,8 @@ impl<'a> Message<'a> {
     /// What a response says: accepted, rejected (with code and reason) or a value.
     pub fn outcome(&self) -> Outcome<'a> {
         let mut error = match self.error {
-            None | Some(b"null") => None,
+            None => None,
+            Some(raw) if scan::is_null(raw) => None,
             Some(raw) => serde_json::from_slice::<ErrorForm<'a>>(raw)
                 .map(|e| e.0)
                 .unwrap_or_else(|_| Some(RpcError::default())),
@@ -356,8 +357,10 @@ impl<'a> Message<'a> {
         }
         match (self.result, error) {
             (_, Some(e)) => Outcome::Rejected(e),
-            (Some(b"true"), None) => Outcome::Accepted,
-            (Some(b"false"), None) => Outcome::Rejected(RpcError::default()),
+            (Some(result), None) if scan::is_true(result) => Outcome::Accepted,
+            (Some(result), None) if scan::is_false(result) => {
+                Outcome::Rejected(RpcError::default())
+            }
             (Some(other), None) if is_status_ok(other) => Outcome::Accepted,
             _ => Outcome::Value,
         }
