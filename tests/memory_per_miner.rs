@@ -21,14 +21,10 @@ use std::cell::Cell;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Runtime, start_relay};
-use stratum_proxy::config::ClientIdMode;
-use stratum_proxy::metrics::collector::{Collector, CollectorOptions};
-use stratum_proxy::metrics::schema::build_recorder;
 use stratum_proxy::relay::Limits;
 
 /// Requests up to this many bytes are counted by exact size.
@@ -271,16 +267,7 @@ fn heap_per_relayed_miner_stays_within_budget() {
     );
 
     let rt = Runtime::new(1);
-    let collector = Arc::new(Collector::new(
-        Arc::new(build_recorder()),
-        CollectorOptions {
-            pools: vec!["127.0.0.1:3333".into()],
-            client_id: ClientIdMode::Account,
-            client_id_cap: 1000,
-            request_timeout: Duration::from_secs(60),
-            health_interval: Duration::from_secs(60),
-        },
-    ));
+    let collector = common::collector();
     let pool = TcpListener::bind("127.0.0.1:0").unwrap();
     let limits = Limits {
         max_connections: 30_000,

@@ -18,10 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Runtime, start_relay};
-use stratum_proxy::config::ClientIdMode;
-use stratum_proxy::metrics::collector::{Collector, CollectorOptions};
-use stratum_proxy::metrics::schema::build_recorder;
+use common::{Runtime, collector, start_relay};
 use stratum_proxy::relay::{Limits, NoObserver, Observer};
 
 /// Allocations (alloc, alloc_zeroed, realloc) since start, all threads.
@@ -219,19 +216,6 @@ fn start_reference_forwarder(rt: &Runtime, pool: SocketAddr) -> SocketAddr {
         })
         .detach();
     addr
-}
-
-fn collector() -> Arc<Collector> {
-    Arc::new(Collector::new(
-        Arc::new(build_recorder()),
-        CollectorOptions {
-            pools: vec!["127.0.0.1:3333".into()],
-            client_id: ClientIdMode::Account,
-            client_id_cap: 1000,
-            request_timeout: Duration::from_secs(60),
-            health_interval: Duration::from_secs(60),
-        },
-    ))
 }
 
 /// Allocations of the relay (no observer, and the metrics collector) and of

@@ -558,3 +558,20 @@ pub fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::net::TcpStre
     connect(&socket, &to).expect("connect");
     std::net::TcpStream::from(socket)
 }
+
+/// The metrics collector as the daemon builds it (one pool, client ids by
+/// account), on a local recorder.
+pub fn collector() -> Arc<stratum_proxy::metrics::collector::Collector> {
+    use stratum_proxy::config::ClientIdMode;
+    use stratum_proxy::metrics::collector::{Collector, CollectorOptions};
+    Arc::new(Collector::new(
+        Arc::new(stratum_proxy::metrics::schema::build_recorder()),
+        CollectorOptions {
+            pools: vec!["127.0.0.1:3333".into()],
+            client_id: ClientIdMode::Account,
+            client_id_cap: 1000,
+            request_timeout: Duration::from_secs(60),
+            health_interval: Duration::from_secs(60),
+        },
+    ))
+}
