@@ -276,7 +276,9 @@ pub trait Observer: Send + Sync + 'static {
 
     /// Every line of one read was reported: what the observer gathered per
     /// line may now go to shared state, once per read instead of once per
-    /// line (at saturation a read holds dozens of lines).
+    /// line (at saturation a read holds dozens of lines). The relay reports
+    /// a read's lines and then calls this without an await in between, so
+    /// nothing of another connection on the same thread comes between.
     /// `at` is the time of that read, as in its line events.
     fn lines_done(&self, conn: &mut Self::Connection, at: Instant) {
         let _ = (conn, at);
