@@ -929,51 +929,51 @@ fn report<O: Observer>(
             failure: ParseFailure::TooLong,
             line_bytes,
         }),
-        Frame::Line(line) => match Message::parse(line) {
-            Ok(message) => {
-                let message = &message;
-                conn.emit(match message.kind() {
-                    Kind::Request => {
-                        if direction == Direction::MinerToPool {
-                            flow.requests += 1;
-                            flow.submits +=
-                                u32::from(message.method().is_some_and(|m| m.is_share_submit()));
-                        }
-                        Event::Request {
-                            direction,
-                            message,
-                            at,
-                        }
+        // Matched by reference: moving the view out of the `Result` was a
+        // `rep movsq` of its 120 bytes per line, 1.6% of the relay's CPU at
+        // saturation (perf annotate).
+        Frame::Line(line) => match &Message::parse(line) {
+            Ok(message) => conn.emit(match message.kind() {
+                Kind::Request => {
+                    if direction == Direction::MinerToPool {
+                        flow.requests += 1;
+                        flow.submits +=
+                            u32::from(message.method().is_some_and(|m| m.is_share_submit()));
                     }
-                    Kind::Response => {
-                        flow.responses += u32::from(direction == Direction::PoolToMiner);
-                        Event::Response {
-                            direction,
-                            message,
-                            at,
-                        }
+                    Event::Request {
+                        direction,
+                        message,
+                        at,
                     }
-                    Kind::Notification => {
-                        if direction == Direction::PoolToMiner {
-                            match message.method() {
-                                Some(Method::Notify) => flow.notified = true,
-                                Some(Method::SetDifficulty) => {
-                                    flow.difficulty = message.difficulty().or(flow.difficulty);
-                                }
-                                _ => {}
+                }
+                Kind::Response => {
+                    flow.responses += u32::from(direction == Direction::PoolToMiner);
+                    Event::Response {
+                        direction,
+                        message,
+                        at,
+                    }
+                }
+                Kind::Notification => {
+                    if direction == Direction::PoolToMiner {
+                        match message.method() {
+                            Some(Method::Notify) => flow.notified = true,
+                            Some(Method::SetDifficulty) => {
+                                flow.difficulty = message.difficulty().or(flow.difficulty);
                             }
-                        }
-                        Event::Notification {
-                            direction,
-                            message,
-                            at,
+                            _ => {}
                         }
                     }
-                })
-            }
+                    Event::Notification {
+                        direction,
+                        message,
+                        at,
+                    }
+                }
+            }),
             Err(failure) => conn.emit(Event::ParseFailed {
                 direction,
-                failure,
+                failure: *failure,
                 line_bytes: line.len(),
             }),
         },
