@@ -108,18 +108,20 @@ pub(crate) fn scan(b: &[u8]) -> Result<Members<'_>, ParseFailure> {
         Some(Some(Some(reason))) => Some(reason),
         Some(None) => return Err(ParseFailure::NotRpc),
     };
-    let members = Members {
+    if method.is_none() && spans[RESULT].is_none() && spans[ERROR].is_none() {
+        return Err(ParseFailure::NotRpc);
+    }
+    // Built in the return value, not in a local first: a local was stored
+    // eight bytes at a time and copied out sixteen at a time, a stalled
+    // store forwarding that perf put at 2% of the relay's CPU at saturation.
+    Ok(Members {
         id: value(ID),
         method,
         params: value(PARAMS),
         result: value(RESULT),
         error: value(ERROR),
         reject_reason,
-    };
-    if members.method.is_none() && members.result.is_none() && members.error.is_none() {
-        return Err(ParseFailure::NotRpc);
-    }
-    Ok(members)
+    })
 }
 
 const ID: usize = 0;
