@@ -7,7 +7,7 @@
 //! lock, no allocation (histogram samples go to the exporter's lock-free
 //! bucket, which allocates one block per 64 samples until upkeep drains it).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,7 +29,7 @@ use metrics_exporter_prometheus::PrometheusRecorder;
 use serde_json::{Value, json};
 
 use super::history::{History, Totals as HistoryTotals};
-use super::latency::LatencyHistogram;
+use super::latency::{LatencyHistogram, LocalSamples};
 use super::miners::{MinerRecord, MinerRegistry};
 use super::schema::*;
 use crate::config::ClientIdMode;
@@ -446,6 +446,12 @@ impl Batch {
 thread_local! {
     /// The batch of the read being metered on this thread.
     static BATCH: Cell<Batch> = const { Cell::new(Batch::EMPTY) };
+    /// The read's request → response samples, for one method at a time
+    /// (a read that answers two methods adds the first when the second
+    /// starts); added to the connection's pool at `apply_batch`, like
+    /// [`BATCH`].
+    static LATENCY: RefCell<(Method, LocalSamples)> =
+        const { RefCell::new((Method::Other, LocalSamples::EMPTY)) };
 }
 
 /// Adds to this thread's batch.
@@ -616,6 +622,13 @@ impl Collector {
     /// Applies what the lines of one read counted (see [`Batch`]).
     fn apply_batch(&self, conn: &mut ConnectionMeter, at: Instant) {
         let batch = BATCH.with(|cell| cell.replace(Batch::EMPTY));
+        LATENCY.with(|cell| {
+            let (method, samples) = &mut *cell.borrow_mut();
+            if !samples.is_empty() {
+                conn.metrics.request_response[*method as usize].add(samples);
+                *samples = LocalSamples::EMPTY;
+            }
+        });
         let client = &conn.client;
         if batch.submits > 0 {
             client
@@ -1021,8 +1034,18 @@ impl Collector {
         };
         batch(|b| b.pending -= 1);
         let waited_us = self.us_since_start(at).saturating_sub(pending.sent_us);
-        // `Method::ALL` lists the variants in declaration order.
-        conn.metrics.request_response[pending.method as usize].record_us(waited_us);
+        LATENCY.with(|cell| {
+            let (method, samples) = &mut *cell.borrow_mut();
+            if *method != pending.method {
+                if !samples.is_empty() {
+                    // `Method::ALL` lists the variants in declaration order.
+                    conn.metrics.request_response[*method as usize].add(samples);
+                    *samples = LocalSamples::EMPTY;
+                }
+                *method = pending.method;
+            }
+            samples.record_us(waited_us);
+        });
         let outcome = message.outcome();
         if pending.method.is_share_submit() {
             match outcome {

@@ -7,8 +7,9 @@
 //! other line) that cost 7.5% of the proxy's CPU in `perf`
 //! (`AtomicBucket::push`, `quanta::Clock::now`, `crossbeam_epoch::pin`, the
 //! drain), and the queued samples were the largest memory that grew with
-//! the message rate. Here a sample is a search over the fixed bounds and two
-//! relaxed atomic adds; nothing is queued. The exposition is the same:
+//! the message rate. Here a sample is a search over the fixed bounds and an
+//! add to a thread's [`LocalSamples`], whose counts reach the histogram's
+//! relaxed atomics once per read; nothing is queued. The exposition is the same:
 //! cumulative `_bucket` series with `le`, `_sum` in seconds and `_count`.
 
 use std::fmt::Write as _;
@@ -40,17 +41,63 @@ pub struct LatencyHistogram {
     sum_us: AtomicU64,
 }
 
+/// The bucket of a sample: Prometheus buckets hold the samples at or below
+/// their bound.
+#[inline]
+fn bucket(waited_us: u64) -> usize {
+    BOUNDS_US
+        .iter()
+        .position(|&bound| waited_us <= bound)
+        .unwrap_or(BOUNDS)
+}
+
+/// Samples gathered on one thread, then added to a [`LatencyHistogram`] in
+/// one go: at saturation the two atomic adds per answer were half of the
+/// collector's own time (2% of the relay's CPU); added per read, the
+/// sixteen or so answers of one read cost two or three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSamples {
+    counts: [u32; BOUNDS + 1],
+    sum_us: u64,
+    samples: u32,
+}
+
+impl LocalSamples {
+    pub const EMPTY: LocalSamples = LocalSamples {
+        counts: [0; BOUNDS + 1],
+        sum_us: 0,
+        samples: 0,
+    };
+
+    /// Records one request answered after `waited_us` microseconds.
+    #[inline]
+    pub fn record_us(&mut self, waited_us: u64) {
+        self.counts[bucket(waited_us)] += 1;
+        self.sum_us += waited_us;
+        self.samples += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples == 0
+    }
+}
+
 impl LatencyHistogram {
     /// Records one request answered after `waited_us` microseconds.
     #[inline]
     pub fn record_us(&self, waited_us: u64) {
-        // Prometheus buckets hold the samples at or below their bound.
-        let bucket = BOUNDS_US
-            .iter()
-            .position(|&bound| waited_us <= bound)
-            .unwrap_or(BOUNDS);
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.counts[bucket(waited_us)].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(waited_us, Ordering::Relaxed);
+    }
+
+    /// Adds samples gathered elsewhere.
+    pub fn add(&self, samples: &LocalSamples) {
+        for (count, &local) in self.counts.iter().zip(&samples.counts) {
+            if local > 0 {
+                count.fetch_add(u64::from(local), Ordering::Relaxed);
+            }
+        }
+        self.sum_us.fetch_add(samples.sum_us, Ordering::Relaxed);
     }
 
     /// Appends this histogram's series, labelled `labels` (already escaped,
@@ -100,5 +147,26 @@ mod tests {
         assert_eq!(lines[BOUNDS], "x_bucket{pool_host=\"p\",le=\"+Inf\"} 4");
         assert_eq!(lines[BOUNDS + 1], "x_sum{pool_host=\"p\"} 61.002001");
         assert_eq!(lines[BOUNDS + 2], "x_count{pool_host=\"p\"} 4");
+    }
+
+    /// Samples gathered locally and added render exactly as the same
+    /// samples recorded one by one, added twice included.
+    #[test]
+    fn local_samples_add_up_to_the_same_histogram() {
+        let waits = [0, 1_000, 1_001, 2_500, 40_000, 61_000_000, 7, 1_000];
+        let direct = LatencyHistogram::default();
+        let gathered = LatencyHistogram::default();
+        for half in waits.chunks(4) {
+            let mut local = LocalSamples::EMPTY;
+            assert!(local.is_empty());
+            for &us in half {
+                direct.record_us(us);
+                local.record_us(us);
+            }
+            assert!(!local.is_empty());
+            gathered.add(&local);
+        }
+        assert_eq!(rendered(&gathered), rendered(&direct));
+        assert!(rendered(&direct)[BOUNDS + 2].ends_with(" 8"));
     }
 }
