@@ -3,9 +3,11 @@
 //!
 //! Handles are registered once (per pool at start, per client on its first
 //! authorize) and stored; per-connection state lives in the relay task. A
-//! relayed message costs a few relaxed atomic adds: no key building, no
-//! lock, no allocation (histogram samples go to the exporter's lock-free
-//! bucket, which allocates one block per 64 samples until upkeep drains it).
+//! relayed message costs a few relaxed atomic adds, most of them once per
+//! read (see [`Batch`]): no key building, no lock, no allocation. The
+//! request → response histogram is the collector's own (`latency.rs`); the
+//! exporter's histograms (connect latency, connection duration) take a
+//! sample per connect or close.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -624,10 +626,7 @@ impl Collector {
         let batch = BATCH.with(|cell| cell.replace(Batch::EMPTY));
         LATENCY.with(|cell| {
             let (method, samples) = &mut *cell.borrow_mut();
-            if !samples.is_empty() {
-                conn.metrics.request_response[*method as usize].add(samples);
-                *samples = LocalSamples::EMPTY;
-            }
+            samples.flush_into(&conn.metrics.request_response[*method as usize]);
         });
         let client = &conn.client;
         if batch.submits > 0 {
@@ -1037,11 +1036,8 @@ impl Collector {
         LATENCY.with(|cell| {
             let (method, samples) = &mut *cell.borrow_mut();
             if *method != pending.method {
-                if !samples.is_empty() {
-                    // `Method::ALL` lists the variants in declaration order.
-                    conn.metrics.request_response[*method as usize].add(samples);
-                    *samples = LocalSamples::EMPTY;
-                }
+                // `Method::ALL` lists the variants in declaration order.
+                samples.flush_into(&conn.metrics.request_response[*method as usize]);
                 *method = pending.method;
             }
             samples.record_us(waited_us);

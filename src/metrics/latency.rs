@@ -55,10 +55,12 @@ fn bucket(waited_us: u64) -> usize {
 /// one go: at saturation the two atomic adds per answer were half of the
 /// collector's own time (2% of the relay's CPU); added per read, the
 /// sixteen or so answers of one read cost two or three.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct LocalSamples {
     counts: [u32; BOUNDS + 1],
     sum_us: u64,
+    /// How many were recorded (the sum of `counts`, kept so that an empty
+    /// batch is told with one compare).
     samples: u32,
 }
 
@@ -80,18 +82,19 @@ impl LocalSamples {
     pub fn is_empty(&self) -> bool {
         self.samples == 0
     }
+
+    /// Adds what was gathered to `histogram`, if anything, and starts over.
+    pub fn flush_into(&mut self, histogram: &LatencyHistogram) {
+        if !self.is_empty() {
+            histogram.add(self);
+            *self = Self::EMPTY;
+        }
+    }
 }
 
 impl LatencyHistogram {
-    /// Records one request answered after `waited_us` microseconds.
-    #[inline]
-    pub fn record_us(&self, waited_us: u64) {
-        self.counts[bucket(waited_us)].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(waited_us, Ordering::Relaxed);
-    }
-
     /// Adds samples gathered elsewhere.
-    pub fn add(&self, samples: &LocalSamples) {
+    fn add(&self, samples: &LocalSamples) {
         for (count, &local) in self.counts.iter().zip(&samples.counts) {
             if local > 0 {
                 count.fetch_add(u64::from(local), Ordering::Relaxed);
@@ -119,6 +122,15 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl LatencyHistogram {
+        /// One sample straight into the histogram: what the tests compare
+        /// gathered samples against.
+        fn record_us(&self, waited_us: u64) {
+            self.counts[bucket(waited_us)].fetch_add(1, Ordering::Relaxed);
+            self.sum_us.fetch_add(waited_us, Ordering::Relaxed);
+        }
+    }
 
     fn rendered(h: &LatencyHistogram) -> Vec<String> {
         let mut out = String::new();
