@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use stratum_proxy::stratum::{Frame, LineFramer, Message};
+use stratum_proxy::stratum::{Frame, LineFramer, Message, Shapes};
 
 /// Deterministic hex digits (a linear congruential generator; realism, not randomness).
 fn hex(seed: &mut u64, chars: usize) -> String {
@@ -106,6 +106,28 @@ fn message_view(c: &mut Criterion) {
     group.finish();
 }
 
+fn message_view_shaped(c: &mut Criterion) {
+    // The same view through `Shapes`, as the relay takes it: each line
+    // repeated, so after the first it fits its kept shape (notify is too
+    // long to be kept and is scanned in full, as in `message_view`).
+    let mut group = c.benchmark_group("message_view_shaped");
+    group.throughput(Throughput::Elements(1));
+    for (name, line) in lines() {
+        let body = &line[..line.len() - 1];
+        let mut shapes = Shapes::new();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let message = shapes.parse(black_box(body));
+                if let Ok(m) = &message {
+                    black_box((m.kind(), m.method(), m.id(), m.outcome(), m.difficulty()));
+                }
+                black_box(message.is_ok())
+            })
+        });
+    }
+    group.finish();
+}
+
 fn frame_and_view(c: &mut Criterion) {
     // What the relay does per chunk: frame, then view each line.
     let mut group = c.benchmark_group("frame_and_view");
@@ -127,5 +149,11 @@ fn frame_and_view(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, framer, message_view, frame_and_view);
+criterion_group!(
+    benches,
+    framer,
+    message_view,
+    message_view_shaped,
+    frame_and_view
+);
 criterion_main!(benches);

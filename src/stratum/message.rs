@@ -164,7 +164,7 @@ impl Method {
 /// Raw text is what correlation needs: a response echoes the request's id
 /// byte for byte, and comparing text needs no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Id<'a>(&'a [u8]);
+pub struct Id<'a>(pub(super) &'a [u8]);
 
 impl<'a> Id<'a> {
     /// The id's JSON text.
@@ -236,13 +236,13 @@ pub enum Outcome<'a> {
 /// Borrowed view of one JSON-RPC line.
 #[derive(Debug, Clone)]
 pub struct Message<'a> {
-    id: Option<Id<'a>>,
-    method_name: Option<Cow<'a, [u8]>>,
-    method: Option<Method>,
-    params: Option<&'a [u8]>,
-    result: Option<&'a [u8]>,
-    error: Option<&'a [u8]>,
-    reject_reason: Option<Cow<'a, str>>,
+    pub(super) id: Option<Id<'a>>,
+    pub(super) method_name: Option<Cow<'a, [u8]>>,
+    pub(super) method: Option<Method>,
+    pub(super) params: Option<&'a [u8]>,
+    pub(super) result: Option<&'a [u8]>,
+    pub(super) error: Option<&'a [u8]>,
+    pub(super) reject_reason: Option<Cow<'a, str>>,
 }
 
 impl<'a> Message<'a> {

@@ -6,6 +6,8 @@
 pub mod frame;
 pub mod message;
 mod scan;
+pub mod shape;
 
 pub use frame::{Frame, LineFramer, MAX_LINE_BYTES};
 pub use message::{Dialect, Id, Kind, Message, Method, Outcome, ParseFailure, RpcError};
+pub use shape::Shapes;
