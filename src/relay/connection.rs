@@ -31,7 +31,7 @@ use super::limits::Limits;
 use super::pools::{Leave, PoolId, Pools, Session};
 use super::upstream::PoolAddr;
 use crate::reactor::Registered;
-use crate::stratum::{Frame, Kind, LineFramer, Message, Method, ParseFailure};
+use crate::stratum::{Frame, Kind, LineFramer, Method, ParseFailure, Shapes};
 
 /// Size of the per-thread read buffer, in bytes.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -42,6 +42,16 @@ pub const HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 thread_local! {
     /// The one read buffer of this executor thread, shared by all its connections.
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice());
+    /// The shapes of the lines this executor thread viewed lately, one cache
+    /// per direction (a miner's submits do not push out its pool's answers).
+    static SHAPES: RefCell<LineShapes> = RefCell::new(LineShapes::default());
+}
+
+/// The kept line shapes of one executor thread (see `stratum::shape`).
+#[derive(Default)]
+struct LineShapes {
+    from_miners: Shapes,
+    from_pools: Shapes,
 }
 
 /// The line sent to move a miner when `reconnect_message` is on: no host,
@@ -932,7 +942,10 @@ fn report<O: Observer>(
         // Matched by reference: moving the view out of the `Result` was a
         // `rep movsq` of its 120 bytes per line, 1.6% of the relay's CPU at
         // saturation (perf annotate).
-        Frame::Line(line) => match &Message::parse(line) {
+        Frame::Line(line) => match &SHAPES.with_borrow_mut(|shapes| match direction {
+            Direction::MinerToPool => shapes.from_miners.parse(line),
+            Direction::PoolToMiner => shapes.from_pools.parse(line),
+        }) {
             Ok(message) => conn.emit(match message.kind() {
                 Kind::Request => {
                     if direction == Direction::MinerToPool {
