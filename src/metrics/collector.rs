@@ -454,6 +454,9 @@ thread_local! {
     /// [`BATCH`].
     static LATENCY: RefCell<(Method, LocalSamples)> =
         const { RefCell::new((Method::Other, LocalSamples::EMPTY)) };
+    /// The last instant converted by `us_since_start`: (the collector's
+    /// start, the instant, microseconds between them).
+    static LAST_CLOCK: Cell<Option<(Instant, Instant, u64)>> = const { Cell::new(None) };
 }
 
 /// Adds to this thread's batch.
@@ -616,9 +619,19 @@ impl Collector {
         Some(truncate(id, MAX_CLIENT_ID_BYTES))
     }
 
-    /// Microseconds from the collector's start to `at`.
+    /// Microseconds from the collector's start to `at`. The lines of one
+    /// read share their `at`, so the last conversion is kept per thread:
+    /// converting for each line was 1.2% of the relay's CPU at saturation
+    /// (perf: `sub_timespec`).
     fn us_since_start(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.start).as_micros() as u64
+        LAST_CLOCK.with(|last| match last.get() {
+            Some((start, seen, us)) if seen == at && start == self.start => us,
+            _ => {
+                let us = at.saturating_duration_since(self.start).as_micros() as u64;
+                last.set(Some((self.start, at, us)));
+                us
+            }
+        })
     }
 
     /// Applies what the lines of one read counted (see [`Batch`]).
@@ -1028,7 +1041,13 @@ impl Collector {
         let Some(index) = conn.pending.iter().position(|p| p.id_hash == id_hash) else {
             return;
         };
-        let Some(pending) = conn.pending.remove(index) else {
+        // Almost always the oldest: `pop_front` is cheaper than `remove`.
+        let taken = if index == 0 {
+            conn.pending.pop_front()
+        } else {
+            conn.pending.remove(index)
+        };
+        let Some(pending) = taken else {
             return;
         };
         batch(|b| b.pending -= 1);
