@@ -74,6 +74,10 @@ struct Shape {
     fixed: [u8; MAX_SHAPE_BYTES],
     /// The end of each fixed segment in `fixed`.
     segment_ends: [u16; MAX_OPENINGS + 1],
+    /// The first (up to) eight bytes of each fixed segment as a
+    /// little-endian word, and the mask of the bytes that belong to it:
+    /// most segments (`","` between two strings) are one masked compare.
+    heads: [(u64, u64); MAX_OPENINGS + 1],
     /// The opening after each segment but the last.
     openings: [Opening; MAX_OPENINGS],
     /// How many openings (the segments are one more).
@@ -171,12 +175,20 @@ impl Shape {
         let segment_end = |j: usize| found.get(j).map_or(line.len(), |o| o.0);
         let mut fixed = [0u8; MAX_SHAPE_BYTES];
         let mut segment_ends = [0u16; MAX_OPENINGS + 1];
+        let mut heads = [(0u64, 0u64); MAX_OPENINGS + 1];
         let mut filled = 0;
-        for (j, end) in segment_ends.iter_mut().enumerate().take(open + 1) {
+        for j in 0..=open {
             let segment = &line[segment_start(j)..segment_end(j)];
             fixed[filled..filled + segment.len()].copy_from_slice(segment);
             filled += segment.len();
-            *end = u16::try_from(filled).ok()?;
+            segment_ends[j] = u16::try_from(filled).ok()?;
+            let mut head = [0u8; 8];
+            let mut mask = [0u8; 8];
+            for (k, &byte) in segment.iter().take(8).enumerate() {
+                head[k] = byte;
+                mask[k] = 0xff;
+            }
+            heads[j] = (u64::from_le_bytes(head), u64::from_le_bytes(mask));
         }
         // A value starts in a segment, at its end at the latest (an integer
         // opening starts there); it ends in a segment, at its start at the
@@ -212,6 +224,7 @@ impl Shape {
         Some(Shape {
             fixed,
             segment_ends,
+            heads,
             openings,
             open,
             id: span(message.id.map(|id| id.raw_bytes()))?,
@@ -232,9 +245,27 @@ impl Shape {
         for (segment, start) in starts.iter_mut().enumerate().take(self.open + 1) {
             let end = usize::from(self.segment_ends[segment]);
             let fixed = &self.fixed[from..end];
-            match line.get(at..at + fixed.len()) {
-                Some(here) if same(here, fixed) => {}
-                _ => return false,
+            match line.get(at..at + 8) {
+                // Eight bytes of the line from here: the head in one
+                // compare, then the rest of a longer segment.
+                Some(word) => {
+                    let mut bytes = [0u8; 8];
+                    bytes.copy_from_slice(word);
+                    let (head, mask) = self.heads[segment];
+                    if (u64::from_le_bytes(bytes) ^ head) & mask != 0 {
+                        return false;
+                    }
+                    if fixed.len() > 8 {
+                        match line.get(at + 8..at + fixed.len()) {
+                            Some(here) if same(here, &fixed[8..]) => {}
+                            _ => return false,
+                        }
+                    }
+                }
+                None => match line.get(at..at + fixed.len()) {
+                    Some(here) if same(here, fixed) => {}
+                    _ => return false,
+                },
             }
             // At most MAX_SHAPE_BYTES: `line` is no longer (see `Shapes::parse`).
             *start = at as u16;
