@@ -125,6 +125,33 @@ fn message_view_shaped(c: &mut Criterion) {
             })
         });
     }
+    // The worst case: more shapes in turn than a cache keeps (eight), so
+    // every line misses them all, is scanned in full and replaces the
+    // least recently used shape. Per line, against `message_view` of the
+    // same lines scanned in full.
+    let turns: Vec<Vec<u8>> = (0..9)
+        .map(|k| {
+            format!(
+                "{{\"params\":[\"account.worker17\",\"1a2b\",\"0000a3f1\",\"6564a2f0\",\"9c1e44d2\"],\"id\":4711,\"method\":\"x{k}\"}}"
+            )
+            .into_bytes()
+        })
+        .collect();
+    let mut shapes = Shapes::new();
+    let mut next = 0;
+    group.bench_function("nine_shapes_in_turn", |b| {
+        b.iter(|| {
+            next = (next + 1) % turns.len();
+            black_box(shapes.parse(black_box(&turns[next])).is_ok())
+        })
+    });
+    let mut next = 0;
+    group.bench_function("nine_shapes_in_turn_full_scan", |b| {
+        b.iter(|| {
+            next = (next + 1) % turns.len();
+            black_box(Message::parse(black_box(&turns[next])).is_ok())
+        })
+    });
     group.finish();
 }
 
