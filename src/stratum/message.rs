@@ -5,6 +5,8 @@
 //! `params`, `result`, `error`, `reject-reason`, see `scan`); `params`,
 //! `result` and `error` are decoded (with serde_json) only when an accessor
 //! asks for them. Nothing is allocated unless a string holds escapes.
+//! The relay views lines through [`crate::stratum::Shapes`], which gives
+//! this same view without a scan for a line of a shape it has seen.
 
 use std::borrow::Cow;
 use std::fmt;
