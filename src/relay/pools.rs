@@ -427,18 +427,25 @@ impl Pool {
     fn ask_to_leave(&self, budget: usize, leave: Leave, target_rate: Option<f64>) -> usize {
         let now = Instant::now();
         let sessions = lock(&self.sessions);
-        let mut candidates: Vec<&Slot> = sessions
+        // Each session's distance from the target read once, before
+        // sorting: its work counter moves while its relay runs, and a sort
+        // whose comparisons disagree with one another panics (the standard
+        // library checks; seen under qemu in `weights_70_30_...`).
+        let mut candidates: Vec<(f64, &Slot)> = sessions
             .slots
             .iter()
             .flatten()
             .filter(|slot| slot.shared.leave.load(Ordering::Relaxed) == 0)
+            .map(|slot| {
+                let off = target_rate.map_or(0.0, |t| (session_rate(slot, now) - t).abs());
+                (off, slot)
+            })
             .collect();
-        if let Some(target) = target_rate {
-            let off = |slot: &Slot| (session_rate(slot, now) - target).abs();
-            candidates.sort_by(|a, b| off(a).total_cmp(&off(b)));
+        if target_rate.is_some() {
+            candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
         let mut asked = 0;
-        for slot in candidates.into_iter().take(budget) {
+        for (_, slot) in candidates.into_iter().take(budget) {
             slot.shared.leave.store(leave as u8 + 1, Ordering::Relaxed);
             self.leaving.fetch_add(1, Ordering::Relaxed);
             if let Some(waker) = &slot.waker {
@@ -676,16 +683,22 @@ impl Pools {
             let newcomers = p.newcomers.load(Ordering::Relaxed) as f64 * average;
             (measured + newcomers) / f64::from(weight.max(1))
         };
-        let (mut first, mut last): (Vec<_>, Vec<_>) =
+        let (first, mut last): (Vec<_>, Vec<_>) =
             candidates.into_iter().partition(|(p, _)| p.preferred());
-        first.sort_by(|(a, sa), (b, sb)| {
-            sa.priority
-                .cmp(&sb.priority)
-                .then(load(a, sa.weight).total_cmp(&load(b, sb.weight)))
-                .then(a.id.cmp(&b.id))
-        });
+        // Each load read once, before sorting: the counters behind it move
+        // while relay threads run, and a sort whose comparisons disagree
+        // with one another panics (the standard library checks).
+        let mut first: Vec<(u32, f64, PoolId)> = first
+            .into_iter()
+            .map(|(p, spec)| (spec.priority, load(p, spec.weight), p.id))
+            .collect();
+        first.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
         last.sort_by_key(|(p, spec)| (spec.priority, p.id));
-        first.into_iter().chain(last).map(|(p, _)| p.id).collect()
+        first
+            .into_iter()
+            .map(|(_, _, id)| id)
+            .chain(last.into_iter().map(|(p, _)| p.id))
+            .collect()
     }
 
     /// A miner's dial to `pool` failed (refused, timed out, or reset before
