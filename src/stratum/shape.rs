@@ -211,11 +211,9 @@ impl Shape {
         }
         let last = &line[segment_start(open)..];
         let tail = match (line.get(line.len().checked_sub(8)?..), last.len().min(8)) {
-            (Some(word), kept) if kept > 0 => {
-                let mut bytes = [0u8; 8];
-                bytes.copy_from_slice(word);
-                let mask = u64::MAX << (8 * (8 - kept));
-                (u64::from_le_bytes(bytes) & mask, mask)
+            (Some(bytes), fixed_tail) if fixed_tail > 0 => {
+                let mask = u64::MAX << (8 * (8 - fixed_tail));
+                (word(bytes) & mask, mask)
             }
             _ => return None,
         };
@@ -279,12 +277,10 @@ impl Shape {
         if line.len() < self.min_len {
             return false;
         }
-        let Some(word) = line.get(line.len().wrapping_sub(8)..) else {
+        let Some(bytes) = line.get(line.len().wrapping_sub(8)..) else {
             return false;
         };
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        u64::from_le_bytes(bytes) & self.tail.1 == self.tail.0
+        word(bytes) & self.tail.1 == self.tail.0
     }
 
     /// Whether `line` has this shape; if so, `starts` holds where each fixed
@@ -299,11 +295,9 @@ impl Shape {
             match line.get(at..at + 8) {
                 // Eight bytes of the line from here: the head in one
                 // compare, then the rest of a longer segment.
-                Some(word) => {
-                    let mut bytes = [0u8; 8];
-                    bytes.copy_from_slice(word);
+                Some(bytes) => {
                     let (head, mask) = self.heads[segment];
-                    if (u64::from_le_bytes(bytes) ^ head) & mask != 0 {
+                    if (word(bytes) ^ head) & mask != 0 {
                         return false;
                     }
                     if fixed.len() > 8 {
@@ -387,19 +381,22 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     if n < 8 {
         return a.iter().zip(b).all(|(x, y)| x == y);
     }
-    let word = |s: &[u8], i: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[i..i + 8]);
-        u64::from_le_bytes(w)
-    };
     let mut i = 0;
     while i + 8 <= n {
-        if word(a, i) != word(b, i) {
+        if word(&a[i..i + 8]) != word(&b[i..i + 8]) {
             return false;
         }
         i += 8;
     }
-    i == n || word(a, n - 8) == word(b, n - 8)
+    i == n || word(&a[n - 8..]) == word(&b[n - 8..])
+}
+
+/// Eight bytes (`bytes` is eight long) as a little-endian word.
+#[inline(always)]
+fn word(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(bytes);
+    u64::from_le_bytes(w)
 }
 
 /// The closing quote of a text opening starting at `from`, if every byte
@@ -410,10 +407,8 @@ fn text_end(b: &[u8], from: usize) -> Option<usize> {
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero = |v: u64| v.wrapping_sub(ONES) & !v;
     let mut j = from;
-    while let Some(word) = b.get(j..j + 8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        let x = u64::from_le_bytes(w);
+    while let Some(bytes) = b.get(j..j + 8) {
+        let x = word(bytes);
         // High bit set in each byte that is a quote, a backslash, below
         // 0x20 or above 0x7f; the lowest one is exact (a borrow only runs
         // upwards from a byte that is itself marked).
