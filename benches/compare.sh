@@ -9,6 +9,9 @@
 #   benches/compare.sh            full run (about 13 minutes)
 #   benches/compare.sh --quick    smoke run: short windows, fewer miners (about 4.5 min)
 #   benches/compare.sh --only=saturation,burst,burst9500   only these (reruns)
+#   benches/compare.sh --unobserved   adds, in saturation, stratum-proxy built
+#       with the bench-unobserved feature: the same relay observing no line,
+#       the floor under the relay's own cost (one more build, about 1 min)
 #
 # Scenarios: steady scale burst burst9500 saturation idle failover stall.
 # The bench (pool + miners in one process: the simulators, or the one-thread
@@ -22,12 +25,14 @@ set -euo pipefail
 
 QUICK=""
 ONLY=""
+UNOBSERVED=""
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK="--quick" ;;
         --only=*) ONLY=",${arg#--only=}," ;;
-        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
-        *) echo "compare.sh: unknown argument $arg (use --quick, --only=SCENARIO,...)" >&2; exit 2 ;;
+        --unobserved) UNOBSERVED=1 ;;
+        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown argument $arg (use --quick, --only=SCENARIO,..., --unobserved)" >&2; exit 2 ;;
     esac
 done
 
@@ -81,6 +86,12 @@ install_packages() {
 install_packages
 (cd "$ROOT" && cargo build --release --locked --bin stratum-proxy --bin stratum-bench >&2)
 PROXY="$CARGO_TARGET_DIR/release/stratum-proxy"
+UNOBSERVED_PROXY="$CARGO_TARGET_DIR/unobserved/release/stratum-proxy"
+if [[ -n "$UNOBSERVED" ]]; then
+    # Its own target directory: the shipped build above stays as it is.
+    (cd "$ROOT" && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/unobserved" cargo build --release \
+        --locked --features bench-unobserved --bin stratum-proxy >&2)
+fi
 BENCH="$CARGO_TARGET_DIR/release/stratum-bench"
 
 # Each process needs 2 fds per miner: take the hard limit.
@@ -174,16 +185,17 @@ stream {
 EOF
             taskset -c 1 nginx -e "$WORK/nginx-error.log" -p "$WORK" -c "$WORK/nginx.conf" >"$WORK/nginx.log" 2>&1 &
             ;;
-        stratum-proxy | stratum-proxy-2t)
-            local pin=(taskset -c 1) threads=1
+        stratum-proxy | stratum-proxy-2t | stratum-proxy-unobserved)
+            local pin=(taskset -c 1) threads=1 binary=$PROXY
             if [[ "$name" == stratum-proxy-2t ]]; then
                 pin=()
                 threads=2
             fi
+            [[ "$name" == stratum-proxy-unobserved ]] && binary=$UNOBSERVED_PROXY
             METRICS_PORT=$((listen + 1))
             local pools=(--pool "127.0.0.1:$pool")
             [[ -n "$backup" ]] && pools+=(--pool "127.0.0.1:$backup")
-            "${pin[@]}" "$PROXY" --listen "127.0.0.1:$listen" "${pools[@]}" \
+            "${pin[@]}" "$binary" --listen "127.0.0.1:$listen" "${pools[@]}" \
                 --metrics-listen "127.0.0.1:$METRICS_PORT" --log-level warn --log-format text \
                 --threads "$threads" --max-connections 30000 --accept-burst 30000 \
                 --accept-rate-per-second 100000 \
@@ -230,7 +242,7 @@ run_one() {
     local json
     json=$(grep '^{' "$out" | tail -n 1 || true)
     [[ -z "$json" ]] && json="{\"scenario\":\"$scenario\",\"target\":\"$name\",\"ok\":false}"
-    if [[ "$name" == stratum-proxy* ]]; then
+    if [[ "$name" == stratum-proxy || "$name" == stratum-proxy-2t ]]; then
         # Proof that it metered: its submit counter equals the submits sent.
         local metered
         metered=$(curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" |
@@ -275,7 +287,11 @@ if wanted steady; then for target in direct haproxy nginx stratum-proxy; do run_
 if wanted scale; then for target in haproxy nginx stratum-proxy; do run_one scale "$target"; done; fi
 if wanted burst; then for target in direct haproxy nginx stratum-proxy; do run_one burst "$target"; done; fi
 if wanted burst9500; then for target in direct haproxy nginx stratum-proxy; do run_one burst9500 "$target"; done; fi
-if wanted saturation; then for target in direct haproxy nginx stratum-proxy stratum-proxy-2t; do run_one saturation "$target"; done; fi
+if wanted saturation; then
+    targets=(direct haproxy nginx stratum-proxy stratum-proxy-2t)
+    [[ -n "$UNOBSERVED" ]] && targets+=(stratum-proxy-unobserved)
+    for target in "${targets[@]}"; do run_one saturation "$target"; done
+fi
 if wanted idle; then for target in haproxy nginx stratum-proxy; do run_one idle "$target"; done; fi
 if wanted failover; then for target in haproxy stratum-proxy; do run_outage failover "$target"; done; fi
 if wanted stall; then for target in haproxy stratum-proxy; do run_outage stall "$target"; done; fi
