@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod housekeeping;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -15,5 +16,6 @@ pub mod reactor;
 pub mod relay;
 pub mod reload;
 pub mod sdnotify;
+pub mod shutdown;
 pub mod sim;
 pub mod stratum;

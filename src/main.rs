@@ -1,33 +1,52 @@
-//! The stratum-proxy daemon: wiring, signals, shutdown and exit codes.
+//! The stratum-proxy daemon's wiring: configuration in, the relay, the
+//! collector, the HTTP server, housekeeping, signals and reloads started
+//! and joined, exit codes out. The policies live in modules of their own
+//! (`housekeeping`, `shutdown`, `reload`).
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for a configuration error (the
 //! systemd unit does not restart on it), 1 when the proxy cannot start or
-//! when a second SIGINT/SIGTERM during the drain made it exit at once.
+//! when a second SIGINT/SIGTERM during the drain made it exit at once
+//! (`shutdown::EXIT_SECOND_SIGNAL`).
 
-use std::io::Write as _;
+use std::fmt;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use log::{error, info, warn};
-use smol::{Executor, Timer};
+use smol::Executor;
 
 use stratum_proxy::cli::{self, Command};
 use stratum_proxy::config::{self, Config};
+use stratum_proxy::housekeeping::Housekeeping;
 use stratum_proxy::http::{App, HttpServer};
 use stratum_proxy::metrics::schema::build_recorder;
 use stratum_proxy::metrics::{Collector, CollectorOptions};
 use stratum_proxy::relay::{Pools, Server};
-use stratum_proxy::reload::Reloader;
-use stratum_proxy::{demo, logging, reactor, sdnotify};
+use stratum_proxy::reload::{self, Reloader};
+use stratum_proxy::{demo, logging, reactor, sdnotify, shutdown};
 
-/// Exit code when a second SIGINT/SIGTERM cut the drain short.
-const EXIT_SECOND_SIGNAL: u8 = 1;
-/// How often the exporter's upkeep runs (drains histogram samples).
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-/// How often shutdown checks whether the last relay has finished.
-const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Why the proxy could not start (exit code 1).
+#[derive(Debug)]
+enum StartError {
+    Listen(Vec<SocketAddr>, io::Error),
+    Metrics(SocketAddr, io::Error),
+    Housekeeping(io::Error),
+    Signals(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Listen(addrs, e) => write!(f, "cannot listen for miners on {addrs:?}: {e}"),
+            StartError::Metrics(addr, e) => write!(f, "cannot serve metrics on {addr}: {e}"),
+            StartError::Housekeeping(e) => write!(f, "cannot start the housekeeping thread: {e}"),
+            StartError::Signals(e) => write!(f, "cannot handle signals: {e}"),
+        }
+    }
+}
 
 fn main() -> ExitCode {
     // The unit's ProcSubset=pid hides /proc/stat (boot time), so the start
@@ -119,8 +138,8 @@ fn run(config: Config, flags: config::FlagLayer) -> ExitCode {
             info!("stopped after {:.1}s", started.elapsed().as_secs_f64());
             ExitCode::SUCCESS
         }
-        Err(message) => {
-            error!("{message}");
+        Err(e) => {
+            error!("{e}");
             ExitCode::FAILURE
         }
     };
@@ -137,7 +156,7 @@ async fn serve(
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     executor: Arc<Executor<'static>>,
     started: Instant,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let server = Server::bind_all(
         &config.listen,
         pools.clone(),
@@ -145,7 +164,7 @@ async fn serve(
         collector.clone(),
     )
     .await
-    .map_err(|e| format!("cannot listen for miners on {:?}: {e}", config.listen))?;
+    .map_err(|e| StartError::Listen(config.listen.clone(), e))?;
     let relay = server.handle();
     let names: Vec<String> = pools
         .status()
@@ -190,41 +209,21 @@ async fn serve(
         reloader: Some(reloader.clone()),
     });
     let http = HttpServer::start(config.metrics_listen, config.http_threads, app)
-        .map_err(|e| format!("cannot serve metrics on {}: {e}", config.metrics_listen))?;
+        .map_err(|e| StartError::Metrics(config.metrics_listen, e))?;
     info!("serving metrics on http://{}/metrics", http.local_addr());
 
-    spawn_housekeeping(
+    Housekeeping {
         prometheus,
-        collector.clone(),
-        sdnotify::watchdog_interval(),
-        Arc::downgrade(&executor),
+        collector: collector.clone(),
+        watchdog: sdnotify::watchdog_interval(),
+        // Weak: dropped at shutdown to close what is left open.
+        executor: Arc::downgrade(&executor),
         started,
-    );
-
-    let (stop_tx, stop_rx) = smol::channel::bounded::<&'static str>(1);
-    let signals =
-        async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
-            .map_err(|e| format!("cannot handle signals: {e}"))?;
-    executor
-        .spawn(async move {
-            use smol::stream::StreamExt;
-            let mut signals = signals;
-            if let Some(Ok(signal)) = signals.next().await {
-                let _ = stop_tx.send(signal_name(signal)).await;
-            }
-            // A second signal during the drain: the operator (or a script
-            // repeating Ctrl-C) does not want to wait for the grace period.
-            if let Some(Ok(signal)) = signals.next().await {
-                warn!(
-                    "second {}: exiting at once, open relays are cut",
-                    signal_name(signal)
-                );
-                logging::flush();
-                std::process::exit(EXIT_SECOND_SIGNAL.into());
-            }
-        })
-        .detach();
-    spawn_reload_on_sighup(&executor, reloader)?;
+    }
+    .spawn()
+    .map_err(StartError::Housekeeping)?;
+    let stop_rx = shutdown::watch_stop_signals(&executor).map_err(StartError::Signals)?;
+    reload::reload_on_sighup(&executor, reloader).map_err(StartError::Signals)?;
     if let Err(e) = sdnotify::ready() {
         warn!("cannot notify systemd: {e}");
     }
@@ -247,132 +246,12 @@ async fn serve(
         relay.active_connections(),
         grace.as_secs_f64()
     );
-    let deadline = Instant::now() + grace;
-    while relay.active_connections() > 0 && Instant::now() < deadline {
-        Timer::after(DRAIN_POLL_INTERVAL.min(deadline - Instant::now())).await;
-    }
-    let left = relay.active_connections();
+    let left = shutdown::drain(|| relay.active_connections(), grace).await;
     if left > 0 {
         warn!("grace period over: closing {left} connections");
     }
     http.stop();
     Ok(())
-}
-
-/// `SIGHUP` reloads the configuration (see `stratum_proxy::reload`); each
-/// reload is logged with what it applied, or why it changed nothing.
-fn spawn_reload_on_sighup(executor: &Executor<'static>, reloader: Reloader) -> Result<(), String> {
-    let mut hangups = async_signal::Signals::new([async_signal::Signal::Hup])
-        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
-    executor
-        .spawn(async move {
-            use smol::stream::StreamExt;
-            while let Some(Ok(_)) = hangups.next().await {
-                // Reading the file blocks: off the relay's threads.
-                let outcome = smol::unblock({
-                    let reloader = reloader.clone();
-                    move || reloader.reload()
-                })
-                .await;
-                match outcome {
-                    Ok(done) if done.applied.is_empty() && done.needs_restart.is_empty() => {
-                        info!("SIGHUP: configuration reloaded, nothing changed");
-                    }
-                    Ok(done) => {
-                        info!(
-                            "SIGHUP: configuration reloaded; applied: {}; needs a restart: {}",
-                            list(&done.applied),
-                            list(&done.needs_restart)
-                        );
-                    }
-                    Err(e) => {
-                        error!("SIGHUP: reload refused, the running configuration is kept: {e}")
-                    }
-                }
-            }
-        })
-        .detach();
-    Ok(())
-}
-
-fn list(keys: &[&str]) -> String {
-    if keys.is_empty() {
-        "nothing".to_string()
-    } else {
-        keys.join(", ")
-    }
-}
-
-fn signal_name(signal: async_signal::Signal) -> &'static str {
-    match signal {
-        async_signal::Signal::Int => "SIGINT",
-        async_signal::Signal::Term => "SIGTERM",
-        _ => "signal",
-    }
-}
-
-/// Exporter upkeep and the hashrate history's samples on a timer, and WATCHDOG=1 while the relay executor runs:
-/// each tick schedules a tiny task on it, and systemd is fed only if the
-/// previous one ran. (A periodic timer on the executor instead would make
-/// the reactor arm a timerfd before every epoll_wait.)
-fn spawn_housekeeping(
-    prometheus: metrics_exporter_prometheus::PrometheusHandle,
-    collector: Arc<Collector>,
-    watchdog: Option<Duration>,
-    // Weak: main drops the executor at shutdown to close what is left.
-    executor: Weak<Executor<'static>>,
-    started: Instant,
-) {
-    let tick = watchdog.map_or(UPKEEP_INTERVAL, |w| w.min(UPKEEP_INTERVAL));
-    let heartbeat = Arc::new(AtomicU64::new(0));
-    std::thread::Builder::new()
-        .name("housekeeping".into())
-        .spawn(move || {
-            // Woken early when histogram samples pile up (a busy gateway):
-            // upkeep drains them, so their memory stays bounded.
-            collector.set_upkeep_thread(std::thread::current());
-            let mut last_upkeep = Instant::now();
-            loop {
-                if let (Some(_), Some(executor)) = (watchdog, executor.upgrade()) {
-                    let heartbeat = heartbeat.clone();
-                    executor
-                        .spawn(async move {
-                            heartbeat
-                                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                        })
-                        .detach();
-                }
-                let next_tick = Instant::now() + tick;
-                loop {
-                    let now = Instant::now();
-                    if now >= next_tick {
-                        break;
-                    }
-                    std::thread::park_timeout(next_tick - now);
-                    if collector.take_upkeep_request() {
-                        prometheus.run_upkeep();
-                        last_upkeep = Instant::now();
-                    }
-                }
-                if last_upkeep.elapsed() >= UPKEEP_INTERVAL {
-                    prometheus.run_upkeep();
-                    last_upkeep = Instant::now();
-                }
-                // The status page's hashrate history (sampled when due).
-                collector.sample_history();
-                if let Some(interval) = watchdog {
-                    let now_ms = started.elapsed().as_millis() as u64;
-                    let beat_ms = heartbeat.load(Ordering::Relaxed);
-                    // Fed only if the relay executor ran the last heartbeat.
-                    if now_ms.saturating_sub(beat_ms)
-                        <= interval.as_millis() as u64 + tick.as_millis() as u64
-                    {
-                        let _ = sdnotify::watchdog();
-                    }
-                }
-            }
-        })
-        .expect("spawn housekeeping thread");
 }
 
 /// `stratum-proxy demo`: pool simulator, proxy and miners in one process,

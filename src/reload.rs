@@ -13,6 +13,10 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use log::{error, info};
+use smol::Executor;
+use smol::stream::StreamExt;
+
 use crate::config::{Config, ConfigError, FlagLayer, KEYS, is_reloadable};
 use crate::relay::pools::PoolsError;
 use crate::relay::{Pools, ServerHandle};
@@ -106,5 +110,48 @@ impl Reloader {
             applied,
             needs_restart,
         })
+    }
+}
+
+/// Reloads on each `SIGHUP` from now on, off the relay's threads (reading
+/// the file blocks), and logs what each reload applied, or why it changed
+/// nothing.
+pub fn reload_on_sighup(executor: &Executor<'static>, reloader: Reloader) -> std::io::Result<()> {
+    let mut hangups = async_signal::Signals::new([async_signal::Signal::Hup])?;
+    executor
+        .spawn(async move {
+            while let Some(Ok(_)) = hangups.next().await {
+                let outcome = smol::unblock({
+                    let reloader = reloader.clone();
+                    move || reloader.reload()
+                })
+                .await;
+                match outcome {
+                    Ok(done) if done.applied.is_empty() && done.needs_restart.is_empty() => {
+                        info!("SIGHUP: configuration reloaded, nothing changed");
+                    }
+                    Ok(done) => {
+                        info!(
+                            "SIGHUP: configuration reloaded; applied: {}; needs a restart: {}",
+                            list(&done.applied),
+                            list(&done.needs_restart)
+                        );
+                    }
+                    Err(e) => {
+                        error!("SIGHUP: reload refused, the running configuration is kept: {e}")
+                    }
+                }
+            }
+        })
+        .detach();
+    Ok(())
+}
+
+/// Keys for a log line: comma-separated, or "nothing".
+fn list(keys: &[&str]) -> String {
+    if keys.is_empty() {
+        "nothing".to_string()
+    } else {
+        keys.join(", ")
     }
 }
