@@ -326,6 +326,27 @@ fn wait_connected(sim: &MinerSim, n: u64) {
 }
 
 #[test]
+fn the_systemd_watchdog_is_fed_while_the_relay_runs() {
+    let rt = SimRuntime::new();
+    let pool = pool(&rt, PoolConfig::default());
+    let (notify, notify_path) = notify_socket();
+    // WatchdogSec=0.4 s: fed every 0.2 s while the relay executor runs
+    // the housekeeping thread's heartbeats.
+    let mut proxy = Proxy::start(
+        pool.local_addr(),
+        &[],
+        &[("NOTIFY_SOCKET", &notify_path), ("WATCHDOG_USEC", "400000")],
+    );
+    expect_notify(&notify, "READY=1");
+    for _ in 0..3 {
+        expect_notify(&notify, "WATCHDOG=1");
+    }
+    proxy.signal(Signal::TERM);
+    assert_eq!(proxy.wait_exit(), Some(0), "{}", proxy.log_text());
+    let _ = std::fs::remove_file(notify_path);
+}
+
+#[test]
 fn sigterm_lets_open_relays_finish_then_exits_zero() {
     let rt = SimRuntime::new();
     let pool = pool(&rt, PoolConfig::default());
