@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{Peer, Runtime, Seen, TestObserver, parse_whole, start_relay, unused_port, within};
 use smol::{Async, Timer};
+use stratum_proxy::relay::keepalive::Keepalive;
 use stratum_proxy::relay::{CloseReason, Limits, RefuseReason, UpstreamFailure};
 use stratum_proxy::sim::Digest;
 use stratum_proxy::sim::pool::{PoolConfig, PoolSim};
@@ -344,4 +345,67 @@ fn binary_garbage_is_relayed_byte_exact_both_ways_and_reported() {
     let counts = observer.counts();
     assert_eq!(counts.parse_failures, [300, 300]);
     assert_eq!(counts.bytes, [up.len() as u64, down.len() as u64]);
+}
+
+/// Closes `peer`'s socket without a FIN or a reset, as a miner that lost
+/// power does: in `TCP_REPAIR` mode the kernel drops the connection
+/// silently. `false` where that is not allowed (it needs CAP_NET_ADMIN:
+/// root on the host, not always in a container).
+fn vanish(peer: Peer) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = peer.stream.get_ref().as_raw_fd();
+    let on: libc::c_int = 1;
+    // SAFETY: `fd` is an open socket owned by `peer`, and the option value
+    // is a live c_int of the size passed.
+    let done = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_REPAIR,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    drop(peer);
+    done
+}
+
+#[test]
+fn keepalive_closes_the_relay_of_a_miner_that_vanished_without_a_fin() {
+    let rt = Runtime::new(2);
+    let pool = quiet_pool(&rt);
+    let observer = TestObserver::new(false);
+    let limits = Limits {
+        keepalive: Keepalive {
+            idle: Duration::from_secs(1),
+            interval: Duration::from_secs(1),
+            probes: 1,
+            ..Keepalive::default()
+        },
+        ..Limits::default()
+    };
+    let relay = start_relay(&rt, pool.local_addr(), limits, observer.clone());
+    rt.block_on(async {
+        let mut gone = Peer::connect(relay.addr).await;
+        let mut here = Peer::connect(relay.addr).await;
+        gone.roundtrip(1).await;
+        here.roundtrip(1).await;
+        if !vanish(gone) {
+            eprintln!("skipped: TCP_REPAIR is not allowed here (needs CAP_NET_ADMIN)");
+            return;
+        }
+        // Nothing is sent to the vanished miner, so only keepalive can
+        // notice: its first probe, after a second of silence, is answered
+        // with a reset (the kernel no longer knows the connection).
+        // Without keepalive (idle 0) this waits until the test's timeout.
+        let closed = within("the vanished miner's close", observer.next_closed()).await;
+        assert!(
+            matches!(closed.reason, CloseReason::MinerError(_)),
+            "{:?}",
+            closed.reason
+        );
+        // The other miner, as silent, answered its probes and is relayed.
+        here.roundtrip(1).await;
+        assert_eq!(observer.counts().closed, 1);
+    });
 }
