@@ -1,7 +1,7 @@
 //! Configuration: one typed schema filled from four layers, later wins:
 //! built-in defaults < JSON file < environment variables < command-line flags.
 //!
-//! Every key is declared once, in the table of [`keys`]: its field and type
+//! Every key is declared once, in the table of `keys.rs`: its field and type
 //! in [`Config`], default, kind of value, environment variables and flag.
 //! The keys, with what each allows, are listed in README's configuration
 //! table (a test keeps the two in step) and by `check-config`.

@@ -4,7 +4,7 @@
 //! Handles are registered once (per pool at start, per client on its first
 //! authorize) and stored; per-connection state lives in the relay task. A
 //! relayed message costs a few relaxed atomic adds, most of them once per
-//! read (see [`Batch`]): no key building, no lock, no allocation. The
+//! read (see `Batch`): no key building, no lock, no allocation. The
 //! request → response histogram is the collector's own (`latency.rs`); the
 //! exporter's histograms (connect latency, connection duration) take a
 //! sample per connect or close.
