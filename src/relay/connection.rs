@@ -16,6 +16,7 @@
 use std::cell::RefCell;
 use std::io::{self, Read as _, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::ops::{Index, IndexMut};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -157,8 +158,8 @@ async fn open<O: Observer>(
         })
     });
     let mut relay = Relay {
-        sockets: [miner, pool],
-        pipes: [Pipe::default(), Pipe::default()],
+        sockets: Sockets { miner, pool },
+        pipes: ByDirection::default(),
         deadline: Deadline::new(),
         limits,
         last_miner_read: Instant::now(),
@@ -177,17 +178,17 @@ async fn open<O: Observer>(
     };
     // Holding stopped at a line end, maybe with more bytes waiting: the
     // edge that announced them was taken, so read before waiting for one.
-    relay.pipes[0].maybe_readable = !eof;
+    relay.pipes.miner_to_pool.maybe_readable = !eof;
     if eof {
         // The miner sent its last bytes without a newline and closed: they
         // are relayed, then the FIN.
-        relay.pipes[0].eof = true;
+        relay.pipes.miner_to_pool.eof = true;
         relay.first_eof = Some(CloseReason::MinerClosed);
         relay.half_closed_at = Some(Instant::now());
     }
     // Observed once, as if just read: a replay to another pool is not.
     relay.observe(Direction::MinerToPool, &held, Instant::now());
-    relay.pipes[0].unsent = held;
+    relay.pipes.miner_to_pool.unsent = held;
     Some(relay)
 }
 
@@ -409,8 +410,8 @@ struct ObservedConnection<O: Observer> {
     observer: Arc<O>,
     state: Option<O::Connection>,
     accepted_at: Instant,
-    /// Bytes relayed, indexed by direction (miner→pool, pool→miner).
-    bytes: [u64; 2],
+    /// Bytes relayed each way.
+    bytes: ByDirection<u64>,
     closed: bool,
 }
 
@@ -420,7 +421,7 @@ impl<O: Observer> ObservedConnection<O> {
             state: Some(observer.accepted(&info)),
             observer,
             accepted_at: info.accepted_at,
-            bytes: [0, 0],
+            bytes: ByDirection::default(),
             closed: false,
         }
     }
@@ -446,8 +447,8 @@ impl<O: Observer> ObservedConnection<O> {
         self.closed = true;
         self.emit(Event::Closed {
             duration: self.accepted_at.elapsed(),
-            miner_to_pool_bytes: self.bytes[0],
-            pool_to_miner_bytes: self.bytes[1],
+            miner_to_pool_bytes: self.bytes.miner_to_pool,
+            pool_to_miner_bytes: self.bytes.pool_to_miner,
             reason,
         });
         self.state = None;
@@ -490,10 +491,8 @@ enum Ended {
 /// The relay: both directions of one miner and its pool. Everything a
 /// connection holds while relaying is here (the task holds little else).
 struct Relay<O: Observer> {
-    /// [miner, pool].
-    sockets: [Registered<TcpStream>; 2],
-    /// Indexed by direction: [miner→pool, pool→miner].
-    pipes: [Pipe; 2],
+    sockets: Sockets,
+    pipes: ByDirection<Pipe>,
     deadline: Deadline,
     limits: Arc<Limits>,
     last_miner_read: Instant,
@@ -522,21 +521,85 @@ struct Relay<O: Observer> {
 
 const DIRECTIONS: [Direction; 2] = [Direction::MinerToPool, Direction::PoolToMiner];
 
-/// Index of a direction in `pipes` and of its source in `sockets`.
-#[inline]
-const fn index(direction: Direction) -> usize {
-    match direction {
-        Direction::MinerToPool => 0,
-        Direction::PoolToMiner => 1,
+/// One value for each way bytes go through a relay.
+#[derive(Debug, Default)]
+struct ByDirection<T> {
+    miner_to_pool: T,
+    pool_to_miner: T,
+}
+
+impl<T> Index<Direction> for ByDirection<T> {
+    type Output = T;
+
+    #[inline]
+    fn index(&self, direction: Direction) -> &T {
+        match direction {
+            Direction::MinerToPool => &self.miner_to_pool,
+            Direction::PoolToMiner => &self.pool_to_miner,
+        }
     }
 }
 
-/// The close reason for an I/O error on the socket at `socket` index.
-fn error_on(socket: usize, error: &io::Error) -> CloseReason {
-    if socket == 0 {
-        CloseReason::MinerError(error.kind())
-    } else {
-        CloseReason::PoolError(error.kind())
+impl<T> IndexMut<Direction> for ByDirection<T> {
+    #[inline]
+    fn index_mut(&mut self, direction: Direction) -> &mut T {
+        match direction {
+            Direction::MinerToPool => &mut self.miner_to_pool,
+            Direction::PoolToMiner => &mut self.pool_to_miner,
+        }
+    }
+}
+
+/// One end of a relay: its socket to the miner or to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Miner,
+    Pool,
+}
+
+impl End {
+    /// The end `direction`'s bytes are read from.
+    #[inline]
+    const fn source(direction: Direction) -> End {
+        match direction {
+            Direction::MinerToPool => End::Miner,
+            Direction::PoolToMiner => End::Pool,
+        }
+    }
+
+    /// The end they are written to.
+    #[inline]
+    const fn destination(direction: Direction) -> End {
+        match direction {
+            Direction::MinerToPool => End::Pool,
+            Direction::PoolToMiner => End::Miner,
+        }
+    }
+}
+
+/// A relay's two sockets.
+struct Sockets {
+    miner: Registered<TcpStream>,
+    pool: Registered<TcpStream>,
+}
+
+impl Index<End> for Sockets {
+    type Output = Registered<TcpStream>;
+
+    #[inline]
+    fn index(&self, end: End) -> &Registered<TcpStream> {
+        match end {
+            End::Miner => &self.miner,
+            End::Pool => &self.pool,
+        }
+    }
+}
+
+/// The close reason for an I/O error on the socket at `end`.
+fn error_on(end: End, error: &io::Error) -> CloseReason {
+    match end {
+        End::Miner => CloseReason::MinerError(error.kind()),
+        End::Pool => CloseReason::PoolError(error.kind()),
     }
 }
 
@@ -564,9 +627,9 @@ impl<O: Observer> Relay<O> {
         };
         // The failed pool hears no more: its socket's readiness bits are
         // to be the next one's.
-        self.sockets[1].deregister();
+        self.sockets.pool.deregister();
         let next = dial_next(
-            &self.sockets[0],
+            &self.sockets.miner,
             &redial.order,
             &mut redial.tried,
             redial.conn_id,
@@ -594,9 +657,9 @@ impl<O: Observer> Relay<O> {
     /// Continues on a new pool: the held bytes are sent again (they were
     /// observed once already), the pool→miner side starts afresh.
     fn redial(&mut self, socket: Registered<TcpStream>, session: Session) {
-        self.sockets[1] = socket;
+        self.sockets.pool = socket;
         self.session = session;
-        self.pipes[1] = Pipe::default();
+        self.pipes.pool_to_miner = Pipe::default();
         let replay = match self.redial.take() {
             // No pool left after this one: nothing more to replay to.
             Some(redial) if redial.tried >= redial.order.len() => redial.replay,
@@ -607,12 +670,12 @@ impl<O: Observer> Relay<O> {
             }
             None => Vec::new(),
         };
-        self.pipes[0].unsent = replay;
-        self.pipes[0].unsent_from = 0;
+        self.pipes.miner_to_pool.unsent = replay;
+        self.pipes.miner_to_pool.unsent_from = 0;
         // A miner that already closed its side gets that passed on to the
         // new pool too, after the replay.
-        self.pipes[0].shut = false;
-        if !self.pipes[0].eof {
+        self.pipes.miner_to_pool.shut = false;
+        if !self.pipes.miner_to_pool.eof {
             self.first_eof = None;
             self.half_closed_at = None;
         }
@@ -625,13 +688,12 @@ impl<O: Observer> Relay<O> {
         now: Instant,
         cx: &mut Context<'_>,
     ) -> Result<(), CloseReason> {
-        let d = index(direction);
-        let (src, dst) = (d, 1 - d);
+        let (src, dst) = (End::source(direction), End::destination(direction));
         loop {
             if !self.flush(direction, cx)? {
                 return Ok(()); // Destination full: stop reading (backpressure).
             }
-            let pipe = &mut self.pipes[d];
+            let pipe = &mut self.pipes[direction];
             if pipe.eof {
                 if !pipe.shut {
                     pipe.shut = true;
@@ -651,7 +713,7 @@ impl<O: Observer> Relay<O> {
                 let mut buffer = buffer.borrow_mut();
                 let read = read_into(self.sockets[src].get_ref(), &mut buffer);
                 if let Ok(Read::Data(n)) = read {
-                    if d == 1 && !self.pool_spoke {
+                    if src == End::Pool && !self.pool_spoke {
                         self.pool_spoke = true;
                         self.redial = None;
                         self.session.spoke();
@@ -667,29 +729,28 @@ impl<O: Observer> Relay<O> {
             })?;
             match read {
                 Read::Eof => {
-                    if d == 1 && self.may_redial() {
+                    if src == End::Pool && self.may_redial() {
                         // Not propagated: the next pool may answer instead.
                         return Err(CloseReason::PoolClosed);
                     }
-                    self.pipes[d].eof = true;
+                    self.pipes[direction].eof = true;
                     if self.first_eof.is_none() {
-                        self.first_eof = Some(if d == 0 {
-                            CloseReason::MinerClosed
-                        } else {
-                            CloseReason::PoolClosed
+                        self.first_eof = Some(match src {
+                            End::Miner => CloseReason::MinerClosed,
+                            End::Pool => CloseReason::PoolClosed,
                         });
                         self.half_closed_at = Some(now);
                     }
                 }
-                Read::WouldBlock => self.pipes[d].maybe_readable = false,
+                Read::WouldBlock => self.pipes[direction].maybe_readable = false,
                 Read::Data(n) => {
-                    if d == 0 {
+                    if src == End::Miner {
                         self.last_miner_read = now;
                     }
                     // A short read drained the socket: wait for readiness
                     // instead of a read that would only say EAGAIN.
                     if n < READ_BUFFER_BYTES {
-                        self.pipes[d].maybe_readable = false;
+                        self.pipes[direction].maybe_readable = false;
                     }
                 }
             }
@@ -698,9 +759,8 @@ impl<O: Observer> Relay<O> {
 
     /// Writes `bytes` to the destination; keeps what it does not take.
     fn forward(&mut self, direction: Direction, bytes: &[u8]) -> Result<(), CloseReason> {
-        let d = index(direction);
-        let dst = 1 - d;
-        if d == 0
+        let dst = End::destination(direction);
+        if direction == Direction::MinerToPool
             && let Some(redial) = &mut self.redial
         {
             if redial.replay.len() + bytes.len() <= HOLD_BYTES {
@@ -725,17 +785,18 @@ impl<O: Observer> Relay<O> {
             self.relayed(direction, written);
         }
         if written < bytes.len() {
-            self.pipes[d].unsent.extend_from_slice(&bytes[written..]);
+            self.pipes[direction]
+                .unsent
+                .extend_from_slice(&bytes[written..]);
         }
         Ok(())
     }
 
     /// Writes what is left in `unsent`; true once nothing is left.
     fn flush(&mut self, direction: Direction, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
-        let d = index(direction);
-        let dst = 1 - d;
+        let dst = End::destination(direction);
         loop {
-            let pipe = &mut self.pipes[d];
+            let pipe = &mut self.pipes[direction];
             let from = pipe.unsent_from as usize;
             if from == pipe.unsent.len() {
                 if !pipe.unsent.is_empty() {
@@ -766,13 +827,12 @@ impl<O: Observer> Relay<O> {
 
     #[inline]
     fn relayed(&mut self, direction: Direction, bytes: usize) {
-        self.conn.bytes[index(direction)] += bytes as u64;
+        self.conn.bytes[direction] += bytes as u64;
         self.conn.emit(Event::Relayed { direction, bytes });
     }
 
     /// Frames the bytes just forwarded and reports every line.
     fn observe(&mut self, direction: Direction, bytes: &[u8], now: Instant) {
-        let d = index(direction);
         let conn = &mut self.conn;
         let mut flow = Flow::default();
         // Borrowed once per read, not once per line (`LocalKey::with` was
@@ -782,7 +842,7 @@ impl<O: Observer> Relay<O> {
                 Direction::MinerToPool => &mut shapes.from_miners,
                 Direction::PoolToMiner => &mut shapes.from_pools,
             };
-            self.pipes[d].framer.push(bytes, |frame| {
+            self.pipes[direction].framer.push(bytes, |frame| {
                 flow.lines = true;
                 report(conn, direction, frame, now, &mut flow, shapes);
             });
@@ -804,10 +864,10 @@ impl<O: Observer> Relay<O> {
             self.session
                 .submitted(f64::from(flow.submits) * self.difficulty);
         }
-        if flow.lines && d == 0 {
+        if flow.lines && direction == Direction::MinerToPool {
             self.handshake_done = true;
         }
-        if flow.lines && d == 1 {
+        if flow.lines && direction == Direction::PoolToMiner {
             self.session.heard(now);
         }
         if flow.notified {
@@ -865,13 +925,16 @@ impl<O: Observer> Relay<O> {
     /// lines: the only bytes the proxy ever adds (off by default, counted).
     fn send_reconnect(&mut self) -> Poll<Ended> {
         let line = RECONNECT_LINE;
-        let written = match self.sockets[0].get_ref().write(line) {
+        let written = match self.sockets.miner.get_ref().write(line) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Poll::Ready(Ended::Closed(CloseReason::MinerError(e.kind()))),
         };
         // What the socket did not take goes out with the next relayed bytes.
-        self.pipes[1].unsent.extend_from_slice(&line[written..]);
+        self.pipes
+            .pool_to_miner
+            .unsent
+            .extend_from_slice(&line[written..]);
         self.conn.emit(Event::ReconnectSent { bytes: line.len() });
         Poll::Pending
     }
@@ -889,7 +952,7 @@ impl<O: Observer> Relay<O> {
             }
         }
         let done = |p: &Pipe| p.eof && p.shut;
-        if done(&self.pipes[0]) && done(&self.pipes[1]) {
+        if done(&self.pipes.miner_to_pool) && done(&self.pipes.pool_to_miner) {
             return Poll::Ready(Ended::Closed(
                 self.first_eof.unwrap_or(CloseReason::MinerClosed),
             ));
@@ -902,12 +965,12 @@ impl<O: Observer> Relay<O> {
         }
         // Leaving: between two lines, once every request is answered.
         let quiet = self.in_flight == 0
-            && self.pipes[0].framer.buffered_bytes() == 0
-            && self.pipes[0].unsent.is_empty();
+            && self.pipes.miner_to_pool.framer.buffered_bytes() == 0
+            && self.pipes.miner_to_pool.unsent.is_empty();
         match self.leaving {
             Some(Leave::Move) if self.session.pools().policy().reconnect_message => {
-                let miner_between_lines =
-                    self.pipes[1].framer.buffered_bytes() == 0 && self.pipes[1].unsent.is_empty();
+                let miner_between_lines = self.pipes.pool_to_miner.framer.buffered_bytes() == 0
+                    && self.pipes.pool_to_miner.unsent.is_empty();
                 if quiet && miner_between_lines && !self.reconnect_sent {
                     if let Poll::Ready(ended) = self.send_reconnect() {
                         return Poll::Ready(ended);
