@@ -39,7 +39,7 @@ pub struct Housekeeping {
 impl Housekeeping {
     /// The time between two ticks: the upkeep interval, or the watchdog's
     /// if shorter.
-    pub fn tick(&self) -> Duration {
+    fn tick(&self) -> Duration {
         self.watchdog
             .map_or(UPKEEP_INTERVAL, |w| w.min(UPKEEP_INTERVAL))
     }

@@ -43,16 +43,10 @@ pub const HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 thread_local! {
     /// The one read buffer of this executor thread, shared by all its connections.
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice());
-    /// The shapes of the lines this executor thread viewed lately, one cache
-    /// per direction (a miner's submits do not push out its pool's answers).
-    static SHAPES: RefCell<LineShapes> = RefCell::new(LineShapes::default());
-}
-
-/// The kept line shapes of one executor thread (see `stratum::shape`).
-#[derive(Default)]
-struct LineShapes {
-    from_miners: Shapes,
-    from_pools: Shapes,
+    /// The shapes of the lines this executor thread viewed lately (see
+    /// `stratum::shape`), one cache per direction (a miner's submits do not
+    /// push out its pool's answers).
+    static SHAPES: RefCell<ByDirection<Shapes>> = RefCell::new(ByDirection::default());
 }
 
 /// The line sent to move a miner when `reconnect_message` is on: no host,
@@ -838,10 +832,7 @@ impl<O: Observer> Relay<O> {
         // Borrowed once per read, not once per line (`LocalKey::with` was
         // 1.1% of the relay's CPU at saturation under perf).
         SHAPES.with_borrow_mut(|shapes| {
-            let shapes = match direction {
-                Direction::MinerToPool => &mut shapes.from_miners,
-                Direction::PoolToMiner => &mut shapes.from_pools,
-            };
+            let shapes = &mut shapes[direction];
             self.pipes[direction].framer.push(bytes, |frame| {
                 flow.lines = true;
                 report(conn, direction, frame, now, &mut flow, shapes);
